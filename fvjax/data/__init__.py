@@ -1,0 +1,20 @@
+"""Face data: identity folders (TFDS), insightface .bin/.rec readers, host pipeline."""
+
+from fvjax.data.folder import DatasetError, FaceDataset, IdentityFolder, load_identity_folder, scan_identity_folder
+from fvjax.data.folder import split_identities
+from fvjax.data.images import FACE_SIZE, ImageDecodeError, decode_face, normalize
+from fvjax.data.insightface import RecordIODataset, load_recordio, read_bin, write_bin, write_recordio, pack_record
+from fvjax.data.pipeline import AugmentConfig, decode_all, iterate, prefetch_to_device, train_batches
+
+
+def load_faces(path, cache_dir=None) -> FaceDataset:
+  """Opens a training set: an identity folder, or an insightface `.rec` file."""
+  return load_recordio(path) if str(path).endswith('.rec') else load_identity_folder(path, cache_dir)
+
+
+__all__ = [
+    'AugmentConfig', 'DatasetError', 'FACE_SIZE', 'FaceDataset', 'IdentityFolder', 'ImageDecodeError',
+    'RecordIODataset', 'decode_all', 'decode_face', 'iterate', 'load_faces', 'load_identity_folder', 'load_recordio',
+    'normalize', 'pack_record', 'prefetch_to_device', 'read_bin', 'scan_identity_folder', 'split_identities',
+    'train_batches', 'write_bin', 'write_recordio'
+]

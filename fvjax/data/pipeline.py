@@ -1,0 +1,101 @@
+"""Host input pipeline: decode + augment in threads (grain), prefetch onto devices.
+
+The training stream is a `grain.MapDataset` indexed by step: batch `s` is a
+pure function of (seed, s), reshuffled every epoch. Resuming at step s is
+`train_batches(...)[s:]`: no iterator state to checkpoint, nothing skipped,
+nothing repeated.
+"""
+
+import collections
+import dataclasses
+from typing import Iterable, Iterator
+
+import grain
+import jax
+import numpy as np
+
+from fvjax.data.folder import FaceDataset
+from fvjax.data.images import FACE_SIZE, decode_face, normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Training augmentation: horizontal flip with probability `flip`, and a random
+  crop of `crop_padding` pixels (reflect-pad then crop back to 112x112)."""
+  flip: float = 0.5
+  crop_padding: int = 0
+
+
+class _Subset:
+  """Random-access view of `dataset` restricted to `indices`, labels remapped to 0..K-1."""
+
+  def __init__(self, dataset: FaceDataset, indices: np.ndarray):
+    self._source = dataset.source
+    self._indices = np.asarray(indices)
+    if len(self._indices) == 0:
+      raise ValueError('cannot build a training stream from zero images')
+    classes, self.labels = np.unique(dataset.labels[self._indices], return_inverse=True)
+    self.num_classes = len(classes)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int) -> dict:
+    record = self._source[int(self._indices[i])]
+    return {'image': record['image'], 'label': int(self.labels[i]), 'index': int(self._indices[i])}
+
+
+def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
+  """uint8 [112, 112, 3] -> uint8 [112, 112, 3] with random flip / crop."""
+  if config.crop_padding:
+    p = config.crop_padding
+    padded = np.pad(image, ((p, p), (p, p), (0, 0)), mode='reflect')
+    dy, dx = rng.integers(0, 2 * p + 1, size=2)
+    image = padded[dy:dy + FACE_SIZE, dx:dx + FACE_SIZE]
+  if rng.random() < config.flip:
+    image = image[:, ::-1]
+  return np.ascontiguousarray(image)
+
+
+def train_batches(dataset: FaceDataset, indices: np.ndarray, batch_size: int, seed: int,
+                  augmentation: AugmentConfig = AugmentConfig()) -> tuple[grain.MapDataset, int]:
+  """Endless, step-indexed training batches over the images `indices` of `dataset`.
+
+  Returns (batches, num_classes): batches[s] = {'image': float32 [B, 112, 112, 3] in [-1, 1],
+  'label': int32 [B] in 0..num_classes-1, 'index': int64 [B] dataset indices}.
+  """
+  subset = _Subset(dataset, indices)
+
+  def decode(record: dict, rng: np.random.Generator) -> dict:
+    image = decode_face(record['image'], source=f'image #{record["index"]}')
+    return {'image': normalize(augment(image, rng, augmentation)), 'label': np.int32(record['label']),
+            'index': np.int64(record['index'])}
+
+  batches = (grain.MapDataset.source(subset).shuffle(seed=seed).repeat()
+             .random_map(decode, seed=seed).batch(batch_size, drop_remainder=True))
+  return batches, subset.num_classes
+
+
+def iterate(batches: grain.MapDataset, start_step: int, num_threads: int = 4, prefetch: int = 8) -> Iterator[dict]:
+  """Threaded host iterator over `batches[start_step:]` (decoding overlaps the device step)."""
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  return iter(batches[start_step:].to_iter_dataset(options))
+
+
+def prefetch_to_device(batches: Iterable[dict], sharding: jax.sharding.Sharding, size: int = 2) -> Iterator[dict]:
+  """Keeps `size` batches already transferred (asynchronously) to devices ahead of the consumer."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(jax.device_put(batch, sharding))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()
+
+
+def decode_all(dataset: FaceDataset, indices: np.ndarray, num_threads: int = 4) -> np.ndarray:
+  """Decodes the images `indices` into uint8 [N, 112, 112, 3] (for evaluation)."""
+  ds = grain.MapDataset.source(_Subset(dataset, indices)).map(
+      lambda r: decode_face(r['image'], source=f'image #{r["index"]}'))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=16))
+  return np.stack(list(it)) if len(indices) else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)
