@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from fvjax.data.folder import FaceDataset
+from fvjax.parallel import host_to_global
 from fvjax.data.images import FACE_SIZE, decode_face, normalize
 
 
@@ -61,9 +62,14 @@ def train_batches(dataset: FaceDataset, indices: np.ndarray, batch_size: int, se
                   augmentation: AugmentConfig = AugmentConfig()) -> tuple[grain.MapDataset, int]:
   """Endless, step-indexed training batches over the images `indices` of `dataset`.
 
-  Returns (batches, num_classes): batches[s] = {'image': float32 [B, 112, 112, 3] in [-1, 1],
-  'label': int32 [B] in 0..num_classes-1, 'index': int64 [B] dataset indices}.
+  Returns (batches, num_classes): batches[s] = {'image': float32 [b, 112, 112, 3] in [-1, 1],
+  'label': int32 [b] in 0..num_classes-1, 'index': int64 [b] dataset indices}, where
+  b = batch_size / process_count is this host's share of the global batch `batch_size`. The hosts'
+  shares of step s together are exactly the single-host batch s (augmentation included).
   """
+  hosts = jax.process_count()
+  if batch_size % hosts:
+    raise ValueError(f'global batch {batch_size} does not split over {hosts} hosts')
   subset = _Subset(dataset, indices)
 
   def decode(record: dict, rng: np.random.Generator) -> dict:
@@ -72,7 +78,7 @@ def train_batches(dataset: FaceDataset, indices: np.ndarray, batch_size: int, se
             'index': np.int64(record['index'])}
 
   batches = (grain.MapDataset.source(subset).shuffle(seed=seed).repeat()
-             .random_map(decode, seed=seed).batch(batch_size, drop_remainder=True))
+             .random_map(decode, seed=seed)[jax.process_index()::hosts].batch(batch_size // hosts, drop_remainder=True))
   return batches, subset.num_classes
 
 
@@ -82,11 +88,14 @@ def iterate(batches: grain.MapDataset, start_step: int, num_threads: int = 4, pr
   return iter(batches[start_step:].to_iter_dataset(options))
 
 
-def prefetch_to_device(batches: Iterable[dict], sharding: jax.sharding.Sharding, size: int = 2) -> Iterator[dict]:
-  """Keeps `size` batches already transferred (asynchronously) to devices ahead of the consumer."""
+def prefetch_to_device(batches: Iterable[dict], sharding: jax.sharding.NamedSharding, size: int = 2) -> Iterator[dict]:
+  """Keeps `size` global batches already transferred (asynchronously) to devices ahead of the consumer.
+
+  Each host supplies its own rows; they are assembled into global arrays split by `sharding`.
+  """
   queue = collections.deque()
   for batch in batches:
-    queue.append(jax.device_put(batch, sharding))
+    queue.append(host_to_global(batch, sharding))
     if len(queue) > size:
       yield queue.popleft()
   while queue:

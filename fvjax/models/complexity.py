@@ -26,7 +26,13 @@ def count_macs_of(fn: Callable[..., Any], *args: Any) -> int:
 
 
 def count_flops(module: Any, variables: Any, input_shape: tuple[int, ...], **apply_kwargs: Any) -> int:
-  """MAdds of one inference forward pass of `module` on a single input of `input_shape` (no batch dim)."""
+  """MAdds of one inference forward pass of `module` on a single input of `input_shape` (no batch dim).
+
+  Modules with a `depthwise_impl` switch are traced with native convolutions,
+  so depthwise products are counted whichever form runs on this backend.
+  """
+  if hasattr(module, 'depthwise_impl'):
+    module = module.clone(depthwise_impl='conv')
   x = jnp.zeros((1, *input_shape), jnp.float32)
   return count_macs_of(lambda v, x: module.apply(v, x, **apply_kwargs), variables, x)
 

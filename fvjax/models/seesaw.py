@@ -73,12 +73,13 @@ class SeesawBlock(nn.Module):
   use_se: bool = True
   activation: str = 'swish'
   dtype: jnp.dtype = jnp.float32
+  depthwise_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """[B, H, W, C] -> [B, H/stride, W/stride, out_channels]."""
     cin, e, o = x.shape[-1], self.expansion, self.out_channels
-    conv = lambda features, **kw: ConvBN(features, dtype=self.dtype, **kw)
+    conv = lambda features, **kw: ConvBN(features, dtype=self.dtype, depthwise_impl=self.depthwise_impl, **kw)
     h = jnp.concatenate([
         conv(e // 4, activation=self.activation, name='conv_1')(x[..., :cin // 4], train),
         conv(e - e // 4, activation=self.activation, name='conv_3')(x[..., cin // 4:], train),
@@ -111,13 +112,14 @@ class InvertedResidual(nn.Module):
   shortcut: str | None  # 'identity' | None
   activation: str = 'prelu'
   dtype: jnp.dtype = jnp.float32
+  depthwise_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     """[B, H, W, C] -> [B, H/stride, W/stride, out_channels]."""
     h = ConvBN(self.expansion, activation=self.activation, dtype=self.dtype, name='conv')(x, train)
     h = ConvBN(self.expansion, kernel=3, stride=self.stride, depthwise=True, activation=self.activation,
-               dtype=self.dtype, name='conv_dw')(h, train)
+               dtype=self.dtype, depthwise_impl=self.depthwise_impl, name='conv_dw')(h, train)
     h = ConvBN(self.out_channels, activation=None, dtype=self.dtype, name='project')(h, train)
     return h + _shortcut(self.shortcut, x, self.out_channels, self.activation, self.dtype, train)
 
@@ -147,6 +149,7 @@ class FaceNet(nn.Module):
   embedding_size: int = 512
   activation: str = 'swish'
   dtype: jnp.dtype = jnp.float32
+  depthwise_impl: str = 'auto'  # 'conv' | 'shift' | 'auto' (see layers.DepthwiseConv)
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -154,14 +157,17 @@ class FaceNet(nn.Module):
       raise ValueError(f'FaceNet expects images of shape [B, 112, 112, 3] (NHWC), got {tuple(images.shape)}')
     spec, act, dtype = self.spec, self.activation, self.dtype
     x = ConvBN(spec.stem_channels, kernel=3, stride=2, activation=act, dtype=dtype, name='stem')(images, train)
-    x = ConvBN(spec.stem_channels, kernel=3, depthwise=True, activation=act, dtype=dtype, name='stem_dw')(x, train)
+    dw = self.depthwise_impl
+    x = ConvBN(spec.stem_channels, kernel=3, depthwise=True, activation=act, dtype=dtype, depthwise_impl=dw,
+               name='stem_dw')(x, train)
     for i, stage in enumerate(spec.stages):
       x = self._block(stage.out_channels, stage.down_expansion, 2, spec.downsample_shortcut, f'stage{i}_down')(x, train)
       for j in range(stage.num_residual):
         x = self._block(stage.out_channels, stage.expansion, 1, 'identity', f'stage{i}_res{j}')(x, train)
     x = ConvBN(spec.head_channels, activation=act, dtype=dtype, name='head_conv')(x, train)
     # Global depthwise convolution (GDC): a linear 7x7 depthwise conv over the 7x7 map.
-    x = ConvBN(spec.head_channels, kernel=7, depthwise=True, activation=None, padding=0, dtype=dtype, name='gdc')(x, train)
+    x = ConvBN(spec.head_channels, kernel=7, depthwise=True, activation=None, padding=0, dtype=dtype,
+               depthwise_impl=dw, name='gdc')(x, train)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.embedding_size, use_bias=False, dtype=dtype, name='embedding')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
@@ -171,9 +177,10 @@ class FaceNet(nn.Module):
 
   def _block(self, out_channels: int, expansion: int, stride: int, shortcut: str | None, name: str) -> nn.Module:
     if self.spec.block == 'inverted_residual':
-      return InvertedResidual(out_channels, expansion, stride, shortcut, self.activation, self.dtype, name=name)
+      return InvertedResidual(out_channels, expansion, stride, shortcut, self.activation, self.dtype,
+                              self.depthwise_impl, name=name)
     return SeesawBlock(out_channels, expansion, stride, self.spec.block, shortcut, self.spec.use_se, self.activation,
-                       self.dtype, name=name)
+                       self.dtype, self.depthwise_impl, name=name)
 
 
 _MOBILE_STAGES = (Stage(64, 128, 4, 128), Stage(128, 256, 6, 256), Stage(128, 512, 2, 256))

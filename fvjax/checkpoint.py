@@ -1,0 +1,56 @@
+"""Orbax checkpoints that resume exactly: train state + JSON metadata per step.
+
+Orbax writes each step into a temporary directory and renames it when
+complete, so a save interrupted by a kill never becomes the latest step. A
+finalised checkpoint that is later damaged (truncated, edited) raises
+`CheckpointError` naming the directory, never a silent fresh start.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be restored; the message names its directory."""
+
+
+def manager(directory: str | os.PathLike, keep: int = 3, save_every: int = 1) -> ocp.CheckpointManager:
+  """A CheckpointManager keeping the latest `keep` steps, saving every `save_every` steps."""
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=save_every,
+      preservation_policy=ocp.checkpoint_managers.LatestN(keep),
+      enable_async_checkpointing=False,
+  )
+  return ocp.CheckpointManager(Path(directory).absolute(), options=options)
+
+
+def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: bool = False) -> bool:
+  """Saves `state` (a pytree) and `meta` (JSON-able) at `step`; returns whether it saved."""
+  return mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                  force=force)
+
+
+def restore(mgr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int] | None:
+  """Restores (state, meta, step) of `step` (default: the latest), or None when there is none.
+
+  `abstract_state` gives structure, shapes, dtypes and shardings
+  (e.g. `jax.eval_shape` output with `.sharding` set, or concrete arrays).
+  """
+  step = mgr.latest_step() if step is None else step
+  if step is None:
+    return None
+  where = Path(mgr.directory) / str(step)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+  try:
+    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                         meta=ocp.args.JsonRestore()))
+  except Exception as e:  # orbax / tensorstore raise many types on damaged files
+    others = [s for s in mgr.all_steps() if s != step]
+    hint = f'; other steps present: {others}' if others else ''
+    raise CheckpointError(f'checkpoint {where} is damaged or incompatible and cannot be restored '
+                          f'({type(e).__name__}: {e}){hint}. Delete it to resume from an earlier step.') from e
+  return restored['state'], restored['meta'], step

@@ -1,0 +1,4 @@
+"""Training: one generic sharded loop; methods plug in as tasks."""
+
+from fvjax.train.loop import LoopConfig, NonFiniteLossError, Task, TrainState, init_state, make_train_step, train
+from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer

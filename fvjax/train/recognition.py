@@ -1,0 +1,140 @@
+"""Backbone training with a margin-softmax head, then verification on unseen identities.
+
+`run(config, workdir)` is what `fvjax train`, `fvjax demo` and the
+experiments call: load faces -> split identities -> train (resuming) ->
+evaluate on held-out identities (and insightface .bin sets, if given) ->
+`workdir/report.json`.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fvjax import data, models
+from fvjax.eval import verification
+from fvjax.models.heads import MarginConfig, MarginHead
+from fvjax.train.loop import LoopConfig, Task, train
+from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All fields of a recognition run (experiments override what they need)."""
+  c = ml_collections.ConfigDict()
+  c.data_dir = ''  # identity folder, or an insightface .rec
+  c.test_fraction = 0.25  # identities held out for verification (0 with a .rec + eval_bins)
+  c.split_seed = 0
+  c.backbone = 'seesaw_shuffle'
+  c.embedding_size = 512
+  c.activation = ''  # '' = the backbone's default
+  c.dtype = 'float32'  # compute dtype ('bfloat16' on GPU/TPU)
+  c.margin = ml_collections.ConfigDict(dataclasses.asdict(MarginConfig()))
+  c.batch_size = 64  # global, over all devices and hosts
+  c.augment = ml_collections.ConfigDict(dataclasses.asdict(data.AugmentConfig()))
+  c.optimizer = ml_collections.ConfigDict(dataclasses.asdict(OptimizerConfig()))
+  c.total_steps = 1000
+  c.seed = 0
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.log_every = 50
+  c.eval_pairs = 3000  # pairs drawn from the held-out identities
+  c.eval_bins = ()  # insightface .bin verification sets
+  c.eval_flip = True
+  return c
+
+
+class FaceClassifier(nn.Module):
+  """Backbone + margin head: (images [B,112,112,3], labels [B]) -> (logits [B,K], embeddings [B,E])."""
+  backbone: nn.Module
+  head: MarginHead
+
+  def __call__(self, images, labels, train: bool):
+    embeddings = self.backbone(images, train=train)
+    return self.head(embeddings, labels, train=train), embeddings
+
+
+def build_backbone(config: ml_collections.ConfigDict) -> models.FaceNet:
+  overrides = {'activation': config.activation} if config.activation else {}
+  return models.backbone(config.backbone, config.embedding_size, dtype=jnp.dtype(config.dtype), **overrides)
+
+
+def classification_task(model: FaceClassifier, batches) -> Task:
+  """Softmax cross-entropy over margin logits."""
+
+  def init(rng):
+    return model.init(rng, jnp.zeros((1, *models.INPUT_SHAPE)), jnp.zeros((1,), jnp.int32), train=False)
+
+  def loss(params, model_state, batch, rng):
+    del rng  # no stochastic layers
+    (logits, _), new_state = model.apply({'params': params, **model_state}, batch['image'], batch['label'],
+                                         train=True, mutable=list(model_state))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
+    return loss, (new_state, {'accuracy': accuracy})
+
+  return Task(init=init, loss=loss, batches=batches)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | None = None,
+        progress: bool = True) -> dict:
+  """Trains (resuming from `workdir`) and evaluates; returns and writes the report."""
+  workdir = Path(workdir)
+  faces = data.load_faces(config.data_dir)
+  if config.test_fraction:
+    train_idx, test_idx = data.split_identities(faces.labels, config.test_fraction, config.split_seed)
+  else:
+    train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
+  stream, num_classes = data.train_batches(faces, train_idx, config.batch_size, config.seed,
+                                           data.AugmentConfig(**config.augment))
+  model = FaceClassifier(build_backbone(config), MarginHead(num_classes, MarginConfig(**config.margin)))
+  task = classification_task(model, lambda start: data.iterate(stream, start))
+  opt_config = OptimizerConfig(**{**config.optimizer, 'milestones': tuple(config.optimizer.milestones)})
+  state = train(task, make_optimizer(opt_config, config.total_steps),
+                LoopConfig(config.total_steps, config.seed, config.checkpoint_every, config.keep_checkpoints,
+                           config.log_every),
+                workdir, run_meta=config.to_dict(), learning_rate_fn=learning_rate_schedule(opt_config,
+                                                                                            config.total_steps),
+                stop_at=stop_at, progress=progress)
+  if int(state.step) < config.total_steps:
+    return {'step': int(state.step), 'finished': False}
+  backbone_vars = backbone_variables(state.params, state.model_state)
+  embed_fn = verification.backbone_embed_fn(model.backbone, backbone_vars)
+  report = {
+      'backbone': config.backbone,
+      'params': models.count_params(backbone_vars),
+      'madds': models.count_flops(model.backbone, backbone_vars, models.INPUT_SHAPE),
+      'train_identities': int(num_classes),
+      'steps': int(state.step),
+      'verification': {},
+  }
+  if len(test_idx):
+    images = data.decode_all(faces, test_idx)
+    embeddings = verification.embed_images(embed_fn, images, flip=config.eval_flip)
+    pairs, issame = verification.make_pairs(faces.labels[test_idx], config.eval_pairs, config.split_seed)
+    report['test_identities'] = int(len(np.unique(faces.labels[test_idx])))
+    report['verification']['held_out_identities'] = verification.verification_report(
+        verification.pair_scores(embeddings, pairs), issame)
+  for path in config.eval_bins:
+    report['verification'][Path(path).stem] = evaluate_bin(path, embed_fn, config.eval_flip)
+  (workdir / 'report.json').write_text(json.dumps(report, indent=2))
+  return report
+
+
+def backbone_variables(params, model_state) -> dict:
+  """The backbone's {'params', 'batch_stats'} out of a FaceClassifier train state."""
+  return {'params': params['backbone'], 'batch_stats': model_state['batch_stats']['backbone']}
+
+
+def evaluate_bin(path, embed_fn, flip: bool = True) -> dict:
+  """Verification report on an insightface .bin set (pairs are consecutive images)."""
+  encoded, issame = data.read_bin(path)
+  images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
+  embeddings = verification.embed_images(embed_fn, images, flip=flip)
+  pairs = np.arange(len(images)).reshape(-1, 2)
+  return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
