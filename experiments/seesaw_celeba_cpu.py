@@ -3,7 +3,7 @@
 Run:      python experiments/seesaw_celeba_cpu.py      (or: fvjax train --config experiments/seesaw_celeba_cpu.py --workdir runs/seesaw_celeba_cpu)
 Data:     ../shared/data/celeba_aligned (240 identities, 4.8k insightface-aligned 112x112 crops) or $FVJAX_DATA_DIR.
 Protocol: 25% of identities (60) held out; 3,000 balanced pairs among them, 10-fold accuracy, flip TTA.
-Runtime:  about 25 minutes on 2 CPU cores. Measured result: see experiments/README.md.
+Runtime:  about 15 minutes on 2 CPU cores. Measured result: see experiments/README.md.
 """
 
 import os
@@ -18,7 +18,7 @@ def get_config():
   c.backbone = 'seesaw_shuffle'
   c.test_fraction = 0.25
   c.batch_size = 64
-  c.total_steps = 300
+  c.total_steps = 150
   c.margin.kind = 'cosface'  # ArcFace s=64 m=0.5 does not converge in a few CPU epochs on 180 identities
   c.margin.s = 32.0
   c.margin.m = 0.25

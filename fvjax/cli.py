@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
   demo.add_argument('--data-dir', default=os.environ.get('FVJAX_DATA_DIR', str(DEMO_DATA)),
                     help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
-  demo.add_argument('--steps', type=int, default=150)
+  demo.add_argument('--steps', type=int, default=120)
   train = sub.add_parser('train', help='train and evaluate an experiment config')
   train.add_argument('--config', required=True, help='experiments/*.py file with get_config()')
   train.add_argument('--workdir', required=True)

@@ -63,7 +63,7 @@ class LoopConfig:
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN/inf; the message names the step (earlier checkpoints are kept)."""
+  """The loss or the gradients became NaN/inf; the message names the step (earlier checkpoints are kept)."""
 
 
 def init_state(task: Task, tx: optax.GradientTransformation, seed: int, mesh) -> TrainState:
@@ -88,7 +88,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, seed: int, mes
     (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**metrics, 'loss': loss, 'grad_norm': optax.global_norm(grads)}
+    metrics = {**metrics, 'loss': loss, 'grad_norm': optax.tree.norm(grads)}
     if learning_rate_fn is not None:
       metrics['learning_rate'] = learning_rate_fn(state.step)
     return state.replace(step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state), metrics
@@ -134,9 +134,10 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
       # Fetching the metrics blocks on the step: bounded dispatch (see DESIGN: CPU all-reduce hazard)
       # and a NaN is caught at the step that made it.
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if not math.isfinite(metrics['loss']):
-        raise NonFiniteLossError(f'loss is {metrics["loss"]} at step {step}; checkpoints up to step '
-                                 f'{mgr.latest_step()} are kept in {workdir / "checkpoints"}')
+      if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
+        # A finite loss can hide NaN gradients (e.g. relu(NaN) = 0 in XLA): check both, before saving.
+        raise NonFiniteLossError(f'loss {metrics["loss"]}, gradient norm {metrics["grad_norm"]} at step {step}; '
+                                 f'checkpoints up to step {mgr.latest_step()} are kept in {workdir / "checkpoints"}')
       window_images += len(jax.tree.leaves(batch)[0])
       bar.update(1)
       bar.set_postfix(loss=f'{metrics["loss"]:.3f}')

@@ -1,0 +1,169 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fvjax import data
+from fvjax.cli import DEMO_DATA
+
+
+def jpeg_bytes(value: int, size=(112, 112), mode='RGB') -> bytes:
+  buf = io.BytesIO()
+  Image.new(mode, size, color=value if mode == 'L' else (value, value // 2, 255 - value)).save(buf, 'JPEG')
+  return buf.getvalue()
+
+
+def make_folder(root, counts, size=(112, 112)):
+  for i, n in enumerate(counts):
+    d = root / f'id{i:02d}'
+    d.mkdir(parents=True)
+    for j in range(n):
+      (d / f'{j}.jpg').write_bytes(jpeg_bytes(10 * i + j, size))
+  return root
+
+
+def test_decode_grayscale_is_replicated_and_padded_to_112():
+  buf = io.BytesIO()
+  img = np.full((112, 92), 200, np.uint8)
+  Image.fromarray(img, 'L').save(buf, 'PNG')
+  out = data.decode_face(buf.getvalue())
+  assert out.shape == (112, 112, 3) and out.dtype == np.uint8
+  np.testing.assert_array_equal(out[:, 10:102], 200)  # 92 wide, centred: 10 px of padding each side
+  np.testing.assert_array_equal(out[:, :10], 0)
+  np.testing.assert_array_equal(out[:, 102:], 0)
+  np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def test_normalize_range():
+  np.testing.assert_allclose(data.normalize(np.array([0, 255], np.uint8)), [-1.0, 1.0])
+
+
+def test_corrupt_image_error_names_the_file(tmp_path):
+  root = make_folder(tmp_path / 'faces', [2, 2])
+  bad = root / 'id01' / '1.jpg'
+  bad.write_bytes(b'not an image at all')
+  with pytest.raises(data.ImageDecodeError, match='id01/1.jpg'):
+    data.load_identity_folder(root)
+
+
+def test_missing_path_empty_identity_and_no_identities(tmp_path):
+  with pytest.raises(data.DatasetError, match='does-not-exist'):
+    data.load_identity_folder(tmp_path / 'does-not-exist')
+  root = make_folder(tmp_path / 'faces', [2])
+  (root / 'empty_person').mkdir()
+  with pytest.raises(data.DatasetError, match='empty_person holds no images'):
+    data.load_identity_folder(root)
+  (tmp_path / 'flat').mkdir()
+  (tmp_path / 'flat' / 'a.jpg').write_bytes(jpeg_bytes(1))
+  with pytest.raises(data.DatasetError, match='no identity folders'):
+    data.load_identity_folder(tmp_path / 'flat')
+
+
+def test_identity_folder_roundtrip_through_tfds(tmp_path):
+  root = make_folder(tmp_path / 'faces', [3, 2, 4])
+  ds = data.load_identity_folder(root)
+  assert ds.names == ['id00', 'id01', 'id02']
+  np.testing.assert_array_equal(np.bincount(ds.labels), [3, 2, 4])
+  for i in range(len(ds)):  # TFDS shuffles records when preparing: check each record is self-consistent
+    record = ds.source[i]
+    path = root / record['path'].decode()
+    assert record['image'] == path.read_bytes()
+    assert ds.names[ds.labels[i]] == path.parent.name
+  # An edited folder is prepared anew (fingerprinted config), not served stale.
+  (root / 'id01' / '2.jpg').write_bytes(jpeg_bytes(99))
+  assert len(data.load_identity_folder(root)) == 10
+
+
+def test_split_identities_is_disjoint_and_complete():
+  labels = np.repeat(np.arange(20), 3)
+  train, test = data.split_identities(labels, 0.25, seed=0)
+  assert len(np.unique(labels[test])) == 5
+  assert not set(labels[train]) & set(labels[test])
+  np.testing.assert_array_equal(np.sort(np.r_[train, test]), np.arange(60))
+  with pytest.raises(ValueError):
+    data.split_identities(labels, 0.0, seed=0)
+
+
+def test_train_batches_are_step_indexed_deterministic_and_cover_each_epoch(tmp_path):
+  root = make_folder(tmp_path / 'faces', [4, 4, 4])
+  ds = data.load_identity_folder(root)
+  batches, k = data.train_batches(ds, np.arange(12), batch_size=4, seed=3,
+                                  augmentation=data.AugmentConfig(flip=0.5, crop_padding=2))
+  assert k == 3
+  first_epoch = np.concatenate([batches[s]['index'] for s in range(3)])
+  np.testing.assert_array_equal(np.sort(first_epoch), np.arange(12))  # nothing skipped, nothing repeated
+  second_epoch = np.concatenate([batches[s]['index'] for s in range(3, 6)])
+  np.testing.assert_array_equal(np.sort(second_epoch), np.arange(12))
+  assert not np.array_equal(first_epoch, second_epoch)  # reshuffled
+  resumed = next(data.iterate(batches, start_step=4))
+  np.testing.assert_array_equal(resumed['index'], batches[4]['index'])
+  np.testing.assert_array_equal(resumed['image'], batches[4]['image'])
+  b = batches[0]
+  assert b['image'].shape == (4, 112, 112, 3) and b['image'].dtype == np.float32
+  assert -1.0 <= b['image'].min() and b['image'].max() <= 1.0
+
+
+def test_augment_flip_and_crop():
+  img = np.arange(112 * 112 * 3, dtype=np.uint8).reshape(112, 112, 3)
+
+  class Rng:  # deterministic stand-in: crop offset (2, 0), flip
+    def integers(self, lo, hi, size):
+      return np.array([2, 0])
+
+    def random(self):
+      return 0.0
+
+  out = data.pipeline.augment(img, Rng(), data.AugmentConfig(flip=0.5, crop_padding=2))
+  padded = np.pad(img, ((2, 2), (2, 2), (0, 0)), mode='reflect')
+  np.testing.assert_array_equal(out, padded[2:114, 0:112][:, ::-1])
+
+
+def test_insightface_bin_roundtrip(tmp_path):
+  images = [jpeg_bytes(i) for i in range(6)]
+  data.write_bin(tmp_path / 'lfw.bin', images, [True, False, True])
+  read, issame = data.read_bin(tmp_path / 'lfw.bin')
+  assert read == images
+  np.testing.assert_array_equal(issame, [True, False, True])
+  (tmp_path / 'bad.bin').write_bytes(b'garbage')
+  with pytest.raises(data.DatasetError, match='bad.bin'):
+    data.read_bin(tmp_path / 'bad.bin')
+
+
+@pytest.mark.parametrize('with_header', [True, False])
+def test_recordio_roundtrip_in_mxnet_format(tmp_path, with_header):
+  images = [jpeg_bytes(i) for i in range(5)]
+  labels = [0, 0, 1, 2, 2]
+  payloads = [data.pack_record(float(l), im, record_id=i + with_header) for i, (l, im) in enumerate(zip(labels, images))]
+  if with_header:  # insightface: record 0 labels = (first image key, end key)
+    payloads = [data.pack_record(0.0, b'', 0, label_pair=(1.0, 6.0))] + payloads
+  data.write_recordio(tmp_path / 'train.rec', tmp_path / 'train.idx', payloads)
+  raw = (tmp_path / 'train.rec').read_bytes()
+  assert int.from_bytes(raw[:4], 'little') == 0xCED7230A
+  ds = data.load_faces(tmp_path / 'train.rec')
+  assert len(ds) == 5
+  np.testing.assert_array_equal(ds.labels, labels)
+  assert ds.source[3]['image'] == images[3]
+  np.testing.assert_array_equal(data.decode_face(ds.source[3]['image'])[0, 0], data.decode_face(images[3])[0, 0])
+
+
+def test_truncated_recordio_is_a_clear_error(tmp_path):
+  payloads = [data.pack_record(float(i), jpeg_bytes(i)) for i in range(3)]
+  data.write_recordio(tmp_path / 'train.rec', tmp_path / 'train.idx', payloads)
+  raw = (tmp_path / 'train.rec').read_bytes()
+  (tmp_path / 'train.rec').write_bytes(raw[:-50])
+  with pytest.raises(data.DatasetError, match='record 2 is truncated'):
+    data.RecordIODataset(tmp_path / 'train.rec')
+
+
+def test_shipped_att_faces_load():
+  ds = data.load_identity_folder(DEMO_DATA)
+  assert len(ds) == 380 and len(ds.names) == 38
+  img = data.decode_face(ds.source[0]['image'])
+  assert img.shape == (112, 112, 3)
+
+
+def test_real_celeba_faces_load(celeba_dir):
+  ds = data.load_identity_folder(celeba_dir)
+  assert len(ds.names) == 240 and len(ds) > 4000
+  assert data.decode_face(ds.source[0]['image']).shape == (112, 112, 3)

@@ -1,0 +1,90 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from fvjax.eval import verification as v
+
+
+def brute_force_kfold(scores, issame, n_folds):
+  """Straight loops: for each fold, try every threshold in a fine grid containing all midpoints."""
+  folds = np.array_split(np.arange(len(scores)), n_folds)
+  accs = []
+  for test in folds:
+    train = [i for i in range(len(scores)) if i not in set(test)]
+    s_sorted = sorted(set(scores[train]))
+    candidates = [-np.inf] + [(a + b) / 2 for a, b in zip(s_sorted, s_sorted[1:])] + [np.inf]
+    best_t, best_acc = None, -1
+    for t in candidates:
+      acc = sum((scores[i] >= t) == issame[i] for i in train) / len(train)
+      if acc > best_acc:
+        best_t, best_acc = t, acc
+    accs.append(sum((scores[i] >= best_t) == issame[i] for i in test) / len(test))
+  return np.mean(accs)
+
+
+def test_kfold_accuracy_equals_brute_force():
+  rng = np.random.default_rng(0)
+  issame = rng.random(60) < 0.5
+  scores = np.round(np.where(issame, 0.5, 0.2) + rng.normal(0, 0.2, 60), 2)  # rounding creates ties
+  result = v.kfold_accuracy(scores, issame, n_folds=10)
+  assert result.accuracy == pytest.approx(brute_force_kfold(scores, issame, 10), abs=1e-12)
+  assert len(result.fold_accuracies) == 10
+
+
+def test_kfold_perfectly_separable():
+  scores = np.array([0.9, 0.1] * 10)
+  issame = np.array([True, False] * 10)
+  assert v.kfold_accuracy(scores, issame).accuracy == 1.0
+
+
+def test_roc_and_tar_at_far_hand_case():
+  scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+  issame = np.array([True, True, False, True, False, False, True, False])
+  far, tar, thresholds = v.roc_curve(scores, issame)
+  np.testing.assert_allclose(far, [0, 0, 0, 0.25, 0.25, 0.5, 0.75, 0.75, 1.0])
+  np.testing.assert_allclose(tar, [0, 0.25, 0.5, 0.5, 0.75, 0.75, 0.75, 1.0, 1.0])
+  assert thresholds[0] == np.inf and thresholds[-1] == 0.2
+  result = v.tar_at_far(scores, issame, fars=(0.25, 0.5, 0.1))
+  assert result[0.25] == 0.75 and result[0.5] == 0.75
+  assert np.isnan(result[0.1])  # 4 impostors: FAR 0.1 cannot be resolved
+  # AUC of this curve by hand: trapezoids
+  assert v.verification_report(scores, issame, n_folds=2)['auc'] == pytest.approx(0.5 * 0.25 + 0.75 * 0.5 + 1.0 * 0.25)
+
+
+def test_roc_ties_move_together():
+  far, tar, _ = v.roc_curve(np.array([0.5, 0.5, 0.1]), np.array([True, False, False]))
+  np.testing.assert_allclose(far, [0, 0.5, 1.0])
+  np.testing.assert_allclose(tar, [0, 1.0, 1.0])
+
+
+def test_make_pairs_balanced_and_valid():
+  labels = np.repeat(np.arange(6), 4)
+  pairs, issame = v.make_pairs(labels, 100, seed=0)
+  assert issame.sum() == 50
+  np.testing.assert_array_equal(labels[pairs[:, 0]] == labels[pairs[:, 1]], issame)
+  assert np.all(pairs[:, 0] != pairs[:, 1])
+  for fold in np.array_split(np.arange(100), 10):  # every fold balanced
+    assert issame[fold].sum() == 5
+
+
+def test_embed_images_flip_sums_then_normalises():
+  def embed_fn(x):  # "embedding" = mean of the left and right halves: flip swaps them
+    return np.stack([x[:, :, :56].mean(axis=(1, 2, 3)), x[:, :, 56:].mean(axis=(1, 2, 3))], axis=1)
+
+  images = np.zeros((3, 112, 112, 3), np.uint8)
+  images[:, :, :56] = 255
+  no_flip = v.embed_images(embed_fn, images, batch_size=2, flip=False)
+  np.testing.assert_allclose(no_flip, [[1.0, -1.0]] / np.sqrt(2) * np.ones((3, 1)), atol=1e-6)
+  with_flip = v.embed_images(embed_fn, images, batch_size=2, flip=True)  # (1,-1) + (-1,1) = 0
+  np.testing.assert_allclose(with_flip, 0.0, atol=1e-6)
+
+
+def test_pair_scores_are_cosines():
+  emb = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+  np.testing.assert_allclose(v.pair_scores(emb, np.array([[0, 1], [0, 2], [1, 2]])), [0.6, 0.0, 0.8])
+
+
+def test_roc_needs_both_classes():
+  with pytest.raises(ValueError, match='genuine and impostor'):
+    v.roc_curve(np.array([0.1, 0.2]), np.array([True, True]))

@@ -1,0 +1,137 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fvjax import models
+from fvjax.models import layers
+from fvjax.models.seesaw import SPECS, FaceNet, FaceNetSpec, Stage
+
+# Trainable parameters of the reference PyTorch models (cvtower/seesawfacenet_pytorch), counted with
+# sum(p.numel() for p in model.parameters()). DW v1/v2 reference: 4,918,176, of which 671,232 belong to
+# shortcuts built in residual blocks but never used in forward(); fvjax omits them.
+REFERENCE_PARAMS = {
+    'seesaw_shuffle': 1_370_176,
+    'seesaw_share': 1_370_176,
+    'dw_seesaw_v1': 4_918_176 - 671_232,
+    'dw_seesaw_v2': 4_918_176 - 671_232,
+    'mobilefacenet': 1_200_512,  # insightface MobileFaceNet, PReLU
+}
+# MAdds of convolutions + matmuls at 112x112; the papers: 146M (mobile), 526M (large), 221M (MobileFaceNet).
+EXPECTED_MADDS = {
+    'seesaw_shuffle': 145_762_816,
+    'seesaw_share': 145_762_816,
+    'dw_seesaw_v1': 526_478_592,
+    'dw_seesaw_v2': 526_478_592,
+    'mobilefacenet': 221_161_984,
+}
+
+
+def abstract_variables(module):
+  return jax.eval_shape(lambda k: models.init_backbone(module, k), jax.random.key(0))
+
+
+@pytest.mark.parametrize('name', models.BACKBONES)
+def test_param_and_madd_counts_match_reference(name):
+  module = models.backbone(name)
+  variables = abstract_variables(module)
+  assert models.count_params(variables) == REFERENCE_PARAMS[name]
+  assert models.count_flops(module, variables, models.INPUT_SHAPE) == EXPECTED_MADDS[name]
+
+
+def test_paper_claims_rounded():
+  assert round(REFERENCE_PARAMS['seesaw_shuffle'] / 1e6, 1) == 1.4  # paper: "1.3M" (truncated)
+  assert round(EXPECTED_MADDS['seesaw_shuffle'] / 1e6) == 146
+  assert round(REFERENCE_PARAMS['dw_seesaw_v2'] / 1e6, 1) == 4.2
+  assert round(EXPECTED_MADDS['dw_seesaw_v2'] / 1e6) == 526
+  assert round(EXPECTED_MADDS['mobilefacenet'] / 1e6) == 221
+
+
+def test_count_params_excludes_batch_stats():
+  v = abstract_variables(models.backbone('seesaw_shuffle'))
+  assert 'batch_stats' in v
+  assert models.count_params(v) == models.count_params(v['params'])
+
+
+def test_count_flops_hand_computed():
+  # 3x3 conv 4->8 on 8x8 ('same'): 8*8*8 outputs x 9*4 MACs; then depthwise 3x3 stride 2: 4*4*8 x 9; then dense 128->5.
+  module = _TinyNet()
+  variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 4)), train=False)
+  assert models.count_flops(module, variables, (8, 8, 4), train=False) == 8 * 8 * 8 * 36 + 4 * 4 * 8 * 9 + 128 * 5
+
+
+class _TinyNet(layers.nn.Module):
+  depthwise_impl: str = 'shift'
+
+  @layers.nn.compact
+  def __call__(self, x, train):
+    x = layers.ConvBN(8, kernel=3)(x, train)
+    x = layers.ConvBN(8, kernel=3, stride=2, depthwise=True, depthwise_impl=self.depthwise_impl)(x, train)
+    return layers.nn.Dense(5, use_bias=False)(x.reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize('stride,pad,k', [(1, 1, 3), (2, 1, 3), (1, 0, 7)])
+def test_depthwise_shift_equals_grouped_conv(stride, pad, k):
+  x = jax.random.normal(jax.random.key(0), (2, 14, 14, 6))
+  kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 6))
+  conv = layers.DepthwiseConv(k, stride, pad, impl='conv')
+  shift = layers.DepthwiseConv(k, stride, pad, impl='shift')
+  params = {'params': {'kernel': kernel}}
+  np.testing.assert_allclose(shift.apply(params, x), conv.apply(params, x), atol=1e-4, rtol=1e-4)
+  g_conv = jax.grad(lambda p: jnp.sum(conv.apply(p, x) ** 2))(params)
+  g_shift = jax.grad(lambda p: jnp.sum(shift.apply(p, x) ** 2))(params)
+  np.testing.assert_allclose(g_shift['params']['kernel'], g_conv['params']['kernel'], atol=1e-3, rtol=1e-4)
+
+
+def test_channel_shuffle_hand_case():
+  x = jnp.arange(6.0).reshape(1, 1, 1, 6)  # groups [0 1 2 | 3 4 5]
+  np.testing.assert_array_equal(layers.channel_shuffle(x, 2)[0, 0, 0], [0, 3, 1, 4, 2, 5])
+
+
+def test_activations_values():
+  x = jnp.array([-4.0, -1.0, 0.0, 1.0, 4.0])
+  np.testing.assert_allclose(layers.swish(x), x / (1 + np.exp(-x)), rtol=1e-6)
+  np.testing.assert_allclose(layers.hard_swish(x), [0.0, -1 / 3, 0.0, 2 / 3, 4.0], rtol=1e-6)
+  prelu = layers.PReLU()
+  v = prelu.init(jax.random.key(0), x[None])
+  np.testing.assert_allclose(prelu.apply(v, x[None])[0], [-1.0, -0.25, 0.0, 1.0, 4.0])
+
+
+def test_share_and_shuffle_wire_projections_differently():
+  # Same parameter shapes, different wiring: shuffle projects the first E/4 channels to O/4,
+  # share projects the first 3E/4 channels to 3O/4 (no channel shuffle).
+  for mix in ('shuffle', 'share'):
+    block = models.seesaw.SeesawBlock(8, 16, 1, mix, 'identity')
+    x = jax.random.normal(jax.random.key(0), (1, 4, 4, 8))
+    v = block.init(jax.random.key(1), x, train=False)
+    p = v['params']
+    assert p['project_1']['conv']['kernel'].shape == (4, 2)
+    assert p['project_3']['conv']['kernel'].shape == (12, 6)
+  outputs = {}
+  for mix in ('shuffle', 'share'):
+    block = models.seesaw.SeesawBlock(8, 16, 1, mix, 'identity')
+    outputs[mix] = block.apply(v, x, train=False)
+  assert not np.allclose(outputs['shuffle'], outputs['share'])
+
+
+def test_wrong_image_shape_is_a_clear_error():
+  module = models.backbone('seesaw_shuffle')
+  with pytest.raises(ValueError, match=r'\[B, 112, 112, 3\].*\(2, 96, 96, 3\)'):
+    jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((2, 96, 96, 3))))
+  with pytest.raises(ValueError, match='unknown backbone'):
+    models.backbone('resnet50')
+
+
+def test_backbone_forward_finite_and_batch_independent_in_eval():
+  spec = FaceNetSpec('shuffle', 16, (Stage(16, 32, 1, 32),))
+  module = FaceNet(spec, embedding_size=8)
+  x = jax.random.uniform(jax.random.key(0), (3, 112, 112, 3), minval=-1, maxval=1)
+  v = module.init(jax.random.key(1), x, train=False)
+  full = module.apply(v, x)
+  single = module.apply(v, x[1:2])
+  assert full.shape == (3, 8) and full.dtype == jnp.float32
+  np.testing.assert_allclose(full[1:2], single, atol=1e-5)  # eval BN uses running stats
+  for impl in ('conv', 'shift'):
+    np.testing.assert_allclose(module.clone(depthwise_impl=impl).apply(v, x), full, atol=1e-4)

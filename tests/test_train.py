@@ -1,0 +1,107 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from fvjax import checkpoint
+from fvjax.train import LoopConfig, NonFiniteLossError, OptimizerConfig, learning_rate_schedule, make_optimizer, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_task import tiny_task  # noqa: E402
+
+TX = optax.sgd(0.1, momentum=0.9)
+
+
+def leaves_equal(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_killed_run_resumes_to_identical_params(tmp_path):
+  config = LoopConfig(total_steps=6, checkpoint_every=2, log_every=1)
+  full = train(tiny_task(), TX, config, tmp_path / 'full', progress=False)
+  partial = train(tiny_task(), TX, config, tmp_path / 'killed', stop_at=5, progress=False)  # dies after step 5
+  assert int(partial.step) == 5
+  resumed = train(tiny_task(), TX, config, tmp_path / 'killed', progress=False)  # restarts from step 4
+  assert int(resumed.step) == 6
+  assert leaves_equal(full.params, resumed.params)
+  assert leaves_equal(full.model_state, resumed.model_state)
+  assert leaves_equal(full.opt_state, resumed.opt_state)
+  logged = [json.loads(line)['step'] for line in (tmp_path / 'killed' / 'metrics.jsonl').read_text().splitlines()]
+  assert logged == [1, 2, 3, 4, 5, 5, 6]  # step 5 redone after the resume from 4
+
+
+def test_training_lowers_the_loss(tmp_path):
+  train(tiny_task(), optax.adam(0.05), LoopConfig(total_steps=30, log_every=1), tmp_path, progress=False)
+  losses = [json.loads(line)['loss'] for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert np.mean(losses[-5:]) < np.mean(losses[:5])
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+  train(tiny_task(), TX, LoopConfig(total_steps=2, checkpoint_every=2), tmp_path, progress=False)
+  step_dir = tmp_path / 'checkpoints' / '2'
+  files = sorted((p for p in step_dir.rglob('*') if p.is_file() and p.stat().st_size > 0), key=lambda p: -p.stat().st_size)
+  for f in files:  # truncate every data file of the checkpoint
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+  with pytest.raises(checkpoint.CheckpointError, match=str(step_dir)):
+    train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2), tmp_path, progress=False)
+
+
+def test_resuming_a_different_run_is_refused(tmp_path):
+  train(tiny_task(), TX, LoopConfig(total_steps=2, checkpoint_every=2), tmp_path, run_meta={'lr': 0.1}, progress=False)
+  with pytest.raises(checkpoint.CheckpointError, match='different run'):
+    train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2), tmp_path, run_meta={'lr': 0.2},
+          progress=False)
+
+
+def test_nan_loss_stops_with_the_step(tmp_path):
+  with pytest.raises(NonFiniteLossError, match='at step 1'):
+    train(tiny_task(scale=float('nan')), TX, LoopConfig(total_steps=3), tmp_path, progress=False)
+
+
+def test_schedules():
+  piecewise = learning_rate_schedule(OptimizerConfig(learning_rate=0.1, warmup_steps=10, milestones=(20, 30)), 40)
+  np.testing.assert_allclose([piecewise(s) for s in (0, 5, 10, 19, 20, 29, 30)],
+                             [0.0, 0.05, 0.1, 0.1, 0.01, 0.01, 0.001], rtol=1e-5)
+  cosine = learning_rate_schedule(OptimizerConfig(learning_rate=1.0, schedule='cosine'), 100)
+  np.testing.assert_allclose([cosine(0), cosine(50), cosine(100)], [1.0, 0.5, 0.0], atol=1e-6)
+
+
+def test_weight_decay_skips_vectors():
+  tx = make_optimizer(OptimizerConfig(learning_rate=1.0, momentum=0.0, weight_decay=0.5, schedule='constant'), 1)
+  params = {'kernel': np.ones((2, 2), np.float32), 'bias': np.ones(2, np.float32)}
+  zeros = jax.tree.map(np.zeros_like, params)
+  updates, _ = tx.update(zeros, tx.init(params), params)
+  np.testing.assert_allclose(updates['kernel'], -0.5)
+  np.testing.assert_allclose(updates['bias'], 0.0)
+
+
+SHARDED_SCRIPT = textwrap.dedent('''
+    import sys, jax, numpy as np, optax
+    sys.path.insert(0, {tests!r})
+    from tiny_task import tiny_task
+    from fvjax import parallel
+    from fvjax.train import LoopConfig, train
+    assert jax.device_count() == 8, jax.devices()
+    cfg = LoopConfig(total_steps=3, checkpoint_every=100)
+    tx = optax.sgd(0.1, momentum=0.9)
+    one = train(tiny_task(), tx, cfg, {tmp!r} + '/one', mesh=parallel.data_mesh(jax.devices()[:1]), progress=False)
+    eight = train(tiny_task(), tx, cfg, {tmp!r} + '/eight', mesh=parallel.data_mesh(), progress=False)
+    assert len(eight.params['Dense_0']['kernel'].sharding.device_set) == 8
+    for a, b in zip(jax.tree.leaves((one.params, one.model_state)), jax.tree.leaves((eight.params, eight.model_state))):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    print('SHARDED-OK')
+''')
+
+
+def test_eight_devices_match_one_device(tmp_path):
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=8', 'JAX_PLATFORMS': 'cpu'}
+  script = SHARDED_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+  result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600)
+  assert 'SHARDED-OK' in result.stdout, result.stderr[-3000:]
