@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog='fvjax', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
   demo = sub.add_parser('demo', help='train a small SeesawFaceNet on shipped real faces and verify unseen identities')
-  demo.add_argument('--data-dir', default=os.environ.get('FVJAX_DATA_DIR', str(DEMO_DATA)),
-                    help='identity folder (default: the shipped AT&T faces)')
+  demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=120)
   train = sub.add_parser('train', help='train and evaluate an experiment config')

@@ -1,4 +1,3 @@
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +6,7 @@ import pytest
 
 from fvjax import models
 from fvjax.models import layers
-from fvjax.models.seesaw import SPECS, FaceNet, FaceNetSpec, Stage
+from fvjax.models.seesaw import FaceNet, FaceNetSpec, Stage
 
 # Trainable parameters of the reference PyTorch models (cvtower/seesawfacenet_pytorch), counted with
 # sum(p.numel() for p in model.parameters()). DW v1/v2 reference: 4,918,176, of which 671,232 belong to

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
