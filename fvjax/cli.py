@@ -67,6 +67,19 @@ def print_report(report: dict, command: str) -> None:
   print(f'(chance accuracy: 50%.) Reproduce: {command}')
 
 
+def print_hyper_report(report: dict, command: str) -> None:
+  print(f"{'method':<30}{'params':>11}{'MAdds':>9}{'accuracy':>12}{'AUC':>8}{'TAR@FAR=1e-2':>14}")
+  rows = [('embedding_cosine', report['backbone_params'], report['backbone_madds'])] + [
+      (name, report['verifier_params'], report['verifier_madds'])
+      for name in ('verifier_enrol_first', 'verifier_enrol_second')]
+  for name, params, madds in rows:
+    r = report[name]
+    print(f"{name:<30}{params:>11,}{madds / 1e6:>8.1f}M{100 * r['accuracy']:>8.2f}±{100 * r['accuracy_std']:<4.1f}"
+          f"{r['auc']:>7.3f}{100 * r['tar_at_far']['0.01']:>13.1f}%")
+  print('(per probe image; the verifier runs alone on the device after enrolment; the embedding baseline runs the '
+        f'backbone on every probe.) Reproduce: {command}')
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog='fvjax', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -79,9 +92,18 @@ def main(argv: list[str] | None = None) -> None:
   train.add_argument('--workdir', required=True)
   train.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
   train.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
+  hyper = sub.add_parser('hyper', help='train hypernetwork personalised verifiers on a trained backbone')
+  hyper.add_argument('--config', required=True, help='experiments/hyper_*.py file with get_config()')
+  hyper.add_argument('--workdir', required=True)
+  hyper.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
   args = parser.parse_args(argv)
+  command = 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])
 
   from fvjax.train import recognition
+  if args.command == 'hyper':
+    from fvjax.train import hyper as hyper_training
+    print_hyper_report(hyper_training.run(load_config(args.config, args.set), args.workdir), command)
+    return
   if args.command == 'demo':
     config = demo_config(args.data_dir, args.steps)
   else:
@@ -89,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.config, args.set)
   report = recognition.run(config, args.workdir)
   if report.get('finished', True):
-    print_report(report, 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:]))
+    print_report(report, command)
     print(f'report: {Path(args.workdir) / "report.json"}')
 
 

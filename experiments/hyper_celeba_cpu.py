@@ -1,0 +1,29 @@
+"""Hypernetwork personalised verifiers on real aligned CelebA faces, small scale, CPU.
+
+Needs the backbone of experiments/seesaw_celeba_cpu.py (run it first: runs/seesaw_celeba_cpu); reuses its
+identity split, so the 60 test identities are unseen by the backbone and by the hypernetwork.
+Run:      python experiments/hyper_celeba_cpu.py
+Protocol: 3,000 balanced pairs of held-out identities; enrol with one image, probe with the other (both
+          orders reported); baseline = cosine of the same backbone's embeddings on the same pairs.
+"""
+
+import sys
+
+from fvjax.train import hyper
+
+
+def get_config():
+  c = hyper.default_config()
+  c.backbone_workdir = 'runs/seesaw_celeba_cpu'
+  c.total_steps = 400
+  c.users_per_batch = 16
+  c.positives_per_user = 2
+  c.num_clusters = 6
+  c.kcs_start = 100
+  c.norm_penalty_start = 100
+  return c
+
+
+if __name__ == '__main__':
+  from fvjax.cli import main
+  main(['hyper', '--config', __file__, '--workdir', 'runs/hyper_celeba_cpu', *sys.argv[1:]])

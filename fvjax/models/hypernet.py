@@ -1,0 +1,51 @@
+"""Hypernetwork generator h_gen: enrolment embedding -> weights theta of the tiny verifier f.
+
+h = h_gen o h_bb: the frozen backbone h_bb embeds the enrolment image(s);
+h_gen (trained) maps the embedding to theta. Our design (the paper's exact
+generator is not readable here; every size is a field):
+
+  L2-normalised embedding [E] -> Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU
+  -> one linear head per tensor of f -> raw values, each kernel scaled by
+  sqrt(2 / fan_in) (biases by `bias_scale`).
+
+The scaling makes unit-variance head outputs He-initialised verifier layers,
+so a freshly initialised generator already emits trainable networks.
+Enrolment from several images averages their normalised embeddings (then
+renormalises) before h_gen.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fvjax.models import l2_normalize
+from fvjax.models.verifier import VerifierSpec
+
+
+class WeightGenerator(nn.Module):
+  """embeddings [U, E] -> thetas [U, num_params] of `spec`'s verifier."""
+  spec: VerifierSpec = VerifierSpec()
+  hidden: int = 256
+  bias_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, embeddings: jax.Array) -> jax.Array:
+    h = l2_normalize(embeddings)
+    h = nn.relu(nn.Dense(self.hidden, name='trunk0')(h))
+    h = nn.relu(nn.Dense(self.hidden, name='trunk1')(h))
+    parts = []
+    for name, shape in self.spec.layer_shapes():
+      size = math.prod(shape)
+      raw = nn.Dense(size, kernel_init=nn.initializers.lecun_normal(), name=f'head_{name.replace("/", "_")}')(h)
+      scale = math.sqrt(2.0 / self.spec.fan_in(name)) if name.endswith('kernel') else self.bias_scale
+      parts.append(raw * scale)
+    return jnp.concatenate(parts, axis=-1)
+
+
+def enrolment_embedding(embeddings: jax.Array) -> jax.Array:
+  """One user's enrolment embedding from several images [n, E] -> [E] (mean of normalised, renormalised)."""
+  if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+    raise ValueError(f'enrolment needs at least one image embedding [n, E], got shape {embeddings.shape}')
+  return l2_normalize(jnp.mean(l2_normalize(embeddings), axis=0))

@@ -1,0 +1,199 @@
+"""Hypernetwork personalised verifiers (Rozner et al., FG 2024): training and evaluation.
+
+The frozen backbone h_bb comes from a recognition workdir (`fvjax train`).
+Its embeddings and the verifier inputs of every image are computed once
+(h_bb never changes, so it never enters the train step). Each step draws
+`users_per_batch` identities (from one k-means cluster of identity centroids
+once `kcs_start` is reached: KCS hard negatives; uniformly before), one
+enrolment image and `positives_per_user` other images per user. Every user's
+generated f scores every probe of the batch: its own images are positives, the
+other users' (look-alike) images negatives.
+
+Loss = weighted BCE (positives weighted `positive_weight`, default
+#negatives / #positives) + norm_penalty * mean ||theta||^2, the penalty switched
+on from `norm_penalty_start` (the schedule of objectives; the paper's exact
+schedule is not readable here, so both switch points are config fields).
+"""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from fvjax import data, models
+from fvjax.eval import verification
+from fvjax.models import verifier
+from fvjax.models.hypernet import WeightGenerator
+from fvjax.train import kcs
+from fvjax.train.loop import LoopConfig, Task, train
+from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.backbone_workdir = ''  # a finished `fvjax train` workdir: its backbone is h_bb, its split is reused
+  c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
+  c.hidden = 256
+  c.users_per_batch = 16
+  c.positives_per_user = 2
+  c.num_clusters = 6
+  c.kcs_start = 100
+  c.positive_weight = 0.0  # 0: #negatives / #positives of the batch
+  c.norm_penalty = 1e-4
+  c.norm_penalty_start = 100
+  c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
+                                           'schedule': 'cosine', 'warmup_steps': 20})
+  c.total_steps = 400
+  c.seed = 0
+  c.checkpoint_every = 100
+  c.keep_checkpoints = 2
+  c.log_every = 20
+  c.eval_pairs = 3000
+  return c
+
+
+def load_backbone(workdir: str | Path) -> tuple[models.FaceNet, dict, ml_collections.ConfigDict]:
+  """(module, frozen variables, its run config) from the latest checkpoint of a recognition workdir."""
+  from fvjax.train import recognition
+  mgr = ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints')
+  step = mgr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'no backbone checkpoint under {Path(workdir) / "checkpoints"}')
+  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  config = ml_collections.ConfigDict(restored['meta']['run'])
+  state = restored['state']
+  variables = recognition.backbone_variables(state['params'], state['model_state'])
+  return recognition.build_backbone(config), jax.tree.map(jnp.asarray, variables), config
+
+
+def verifier_spec(config) -> verifier.VerifierSpec:
+  v = config.verifier
+  return verifier.VerifierSpec(input_size=v.input_size, channels=tuple(v.channels), strides=tuple(v.strides))
+
+
+def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[np.ndarray, np.ndarray]:
+  """(L2 embeddings [N, E] with flip TTA, verifier inputs [N, s, s, 3]) of uint8 faces [N, 112, 112, 3]."""
+  embeddings = verification.embed_images(embed_fn, images)
+  resize = jax.jit(lambda x: verifier.preprocess(x, spec))
+  inputs = np.concatenate([np.asarray(resize(data.normalize(images[i:i + 256])))
+                           for i in range(0, len(images), 256)])
+  return embeddings, inputs
+
+
+def make_batches(embeddings, inputs, labels, config, cluster_of, identities):
+  """batches(start) -> step-indexed user batches (pure function of (seed, step))."""
+  by_id = {i: np.flatnonzero(labels == i) for i in identities}
+  u, m = config.users_per_batch, config.positives_per_user
+
+  def batch(step):
+    rng = np.random.default_rng([config.seed, step])
+    if step >= config.kcs_start:
+      users = identities[kcs.kcs_batch(cluster_of, u, rng)]
+    else:
+      users = rng.choice(identities, u, replace=False)
+    picks = [rng.choice(by_id[i], m + 1, replace=False) for i in users]
+    norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
+    return {
+        'enrol': embeddings[[p[0] for p in picks]],
+        'probes': inputs[np.concatenate([p[1:] for p in picks])],
+        'probe_user': np.repeat(np.arange(u), m).astype(np.int32),
+        'norm_weight': np.full(u, norm_weight, np.float32),
+    }
+
+  def batches(start):
+    step = start
+    while True:
+      yield batch(step)
+      step += 1
+
+  return batches
+
+
+def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, positive_weight: float,
+               batches) -> Task:
+  """Weighted BCE of every generated verifier on every probe of the batch, plus the scheduled norm penalty."""
+  score = jax.vmap(lambda theta, x: verifier.apply(theta, x, spec), in_axes=(0, None))
+
+  def loss(params, model_state, batch, rng):
+    del rng
+    thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
+    logits = score(thetas, batch['probes'])  # [U, U*m]
+    targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
+    pos = positive_weight or (targets.size - targets.sum()) / targets.sum()
+    weights = jnp.where(targets > 0, pos, 1.0)
+    bce = jnp.sum(weights * optax.sigmoid_binary_cross_entropy(logits, targets)) / jnp.sum(weights)
+    norm = jnp.mean(jnp.sum(thetas**2, axis=-1))
+    total = bce + batch['norm_weight'][0] * norm
+    accuracy = jnp.mean((logits > 0) == (targets > 0))
+    return total, (model_state, {'bce': bce, 'theta_norm2': norm, 'pair_accuracy': accuracy})
+
+  return Task(init=lambda rng: generator.init(rng, jnp.zeros((1, embedding_size))), loss=loss, batches=batches)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
+  """Trains h_gen on the backbone run's training identities; evaluates on its held-out identities."""
+  workdir = Path(workdir)
+  backbone, backbone_vars, bb_config = load_backbone(config.backbone_workdir)
+  spec = verifier_spec(config)
+  faces = data.load_faces(bb_config.data_dir)
+  train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
+  embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
+  embeddings, inputs = prepare(data.decode_all(faces, np.arange(len(faces))), embed_fn, spec)
+
+  train_labels = faces.labels[train_idx]
+  counts = np.bincount(train_labels, minlength=len(faces.names))
+  identities = np.flatnonzero(counts >= config.positives_per_user + 1)
+  ids, centroids = kcs.identity_centroids(embeddings[train_idx], train_labels)
+  keep = np.isin(ids, identities)
+  _, cluster_of = kcs.kmeans(jnp.asarray(centroids[keep]), config.num_clusters, jax.random.key(config.seed))
+  labels_for_batches = np.full(len(faces), -1)
+  labels_for_batches[train_idx] = train_labels
+  batches = make_batches(embeddings, inputs, labels_for_batches, config, np.asarray(cluster_of), ids[keep])
+
+  generator = WeightGenerator(spec, config.hidden)
+  task = hyper_task(generator, spec, embeddings.shape[1], config.positive_weight, batches)
+  opt = OptimizerConfig(**config.optimizer)
+  state = train(task, make_optimizer(opt, config.total_steps),
+                LoopConfig(config.total_steps, config.seed, config.checkpoint_every, config.keep_checkpoints,
+                           config.log_every), workdir, run_meta=config.to_dict(),
+                learning_rate_fn=learning_rate_schedule(opt, config.total_steps), progress=progress)
+  generate = jax.jit(lambda e: generator.apply({'params': state.params}, e))
+  report = {
+      'verifier_params': spec.num_params,
+      'verifier_madds': models.count_macs_of(lambda t, x: verifier.apply(t, x, spec),
+                                             jnp.zeros(spec.num_params), jnp.zeros((1, *inputs.shape[1:]))),
+      'backbone_params': models.count_params(backbone_vars),
+      'backbone_madds': models.count_flops(backbone, backbone_vars, models.INPUT_SHAPE),
+      **evaluate_pairs(generate, embeddings, inputs, faces.labels, test_idx, spec, config.eval_pairs, config.seed),
+  }
+  (workdir / 'report.json').write_text(json.dumps(report, indent=2))
+  return report
+
+
+def evaluate_pairs(generate, embeddings, inputs, labels, test_idx, spec, num_pairs, seed) -> dict:
+  """Pair protocol on held-out identities: enrol with one image of a pair, probe with the other.
+
+  Reported for both orders (enrol a / probe b, and enrol b / probe a), beside
+  the embedding baseline (cosine of the same backbone's embeddings, symmetric).
+  """
+  pairs, issame = verification.make_pairs(labels[test_idx], num_pairs, seed)
+  pairs = test_idx[pairs]
+  members = np.unique(pairs)
+  thetas = np.asarray(generate(jnp.asarray(embeddings[members])))  # one verifier per image that enrols
+  member_pos = np.searchsorted(members, pairs)
+  result = {'embedding_cosine': verification.verification_report(verification.pair_scores(embeddings, pairs), issame)}
+  for name, (enrol, probe) in {'verifier_enrol_first': (0, 1), 'verifier_enrol_second': (1, 0)}.items():
+    scores = _pair_logits(thetas[member_pos[:, enrol]], inputs[pairs[:, probe]], spec)
+    result[name] = verification.verification_report(scores, issame)
+  return result
+
+
+def _pair_logits(thetas: np.ndarray, probes: np.ndarray, spec) -> np.ndarray:
+  """f(theta[i], probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
+  fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
+  return np.concatenate([np.asarray(fn(thetas[i:i + 512], probes[i:i + 512])) for i in range(0, len(thetas), 512)])

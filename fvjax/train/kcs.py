@@ -1,0 +1,58 @@
+"""K-means Centred Sampling (KCS): hard-negative user batches for hypernetwork training.
+
+Identities are clustered by their mean backbone embedding (k-means, in JAX);
+each training batch draws all its users from one cluster, so every user's
+negatives (the other users' images) are look-alikes. Rozner et al. (FG 2024).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def assign(points: jax.Array, centroids: jax.Array) -> jax.Array:
+  """Index [N] of the nearest centroid [K, D] (squared Euclidean) of each point [N, D]; ties to the lower index."""
+  d2 = (jnp.sum(points**2, 1)[:, None] - 2 * points @ centroids.T + jnp.sum(centroids**2, 1)[None, :])
+  return jnp.argmin(d2, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=('k', 'iterations'))
+def kmeans(points: jax.Array, k: int, rng: jax.Array, iterations: int = 50) -> tuple[jax.Array, jax.Array]:
+  """Lloyd's k-means from k distinct random points. Returns (centroids [k, D], assignment [N]).
+
+  A cluster that empties keeps its previous centroid.
+  """
+  if not 0 < k <= points.shape[0]:
+    raise ValueError(f'k={k} clusters for {points.shape[0]} points')
+  init = points[jax.random.choice(rng, points.shape[0], (k,), replace=False)]
+
+  def step(_, centroids):
+    one_hot = jax.nn.one_hot(assign(points, centroids), k, dtype=points.dtype)  # [N, k]
+    counts = one_hot.sum(0)
+    means = (one_hot.T @ points) / jnp.maximum(counts, 1)[:, None]
+    return jnp.where(counts[:, None] > 0, means, centroids)
+
+  centroids = jax.lax.fori_loop(0, iterations, step, init)
+  return centroids, assign(points, centroids)
+
+
+def identity_centroids(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(identities [I], L2-normalised mean embedding per identity [I, D])."""
+  identities = np.unique(labels)
+  means = np.stack([embeddings[labels == i].mean(0) for i in identities])
+  return identities, means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+
+
+def kcs_batch(cluster_of: np.ndarray, users_per_batch: int, rng: np.random.Generator) -> np.ndarray:
+  """Positions (into `cluster_of`) of `users_per_batch` distinct identities, all of one cluster.
+
+  The cluster is drawn with probability proportional to its size among clusters large enough.
+  """
+  clusters, sizes = np.unique(cluster_of, return_counts=True)
+  eligible = sizes >= users_per_batch
+  if not eligible.any():
+    raise ValueError(f'no cluster holds {users_per_batch} identities (largest: {sizes.max()}); use fewer clusters')
+  cluster = rng.choice(clusters[eligible], p=sizes[eligible] / sizes[eligible].sum())
+  return rng.choice(np.flatnonzero(cluster_of == cluster), users_per_batch, replace=False)
