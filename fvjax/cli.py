@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
-from fvjax import parallel
+from fvjax import edge, imageio, userfile
 
 ASSETS = Path(__file__).parent / 'assets'
 DEMO_DATA = ASSETS / 'att_faces'
@@ -67,6 +68,27 @@ def print_report(report: dict, command: str) -> None:
   print(f'(chance accuracy: 50%.) Reproduce: {command}')
 
 
+def _image_paths(items: list[str]) -> list[Path]:
+  """Files as given; a single folder expands to its image files (sorted)."""
+  if len(items) == 1 and Path(items[0]).is_dir():
+    from fvjax.data.folder import IMAGE_SUFFIXES
+    return sorted(p for p in Path(items[0]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+  return [Path(p) for p in items]
+
+
+def run_verify(user_path: str, image_paths: list[str], threshold: float | None) -> None:
+  """Scores images with a user's verifier in NumPy; prints score, probability and decision per image."""
+  user = userfile.load(user_path)
+  spec = edge.VerifierSpec.from_dict(user.spec)
+  threshold = user.threshold if threshold is None else threshold
+  faces = [imageio.decode_face(Path(p).read_bytes(), source=str(p)) for p in image_paths]
+  logits = edge.numpy_forward(user.theta, edge.verifier_input(np.stack(faces), spec), spec)
+  print(f"user {user.name!r} (threshold {threshold:+.3f})")
+  for path, logit in zip(image_paths, logits):
+    decision = 'ACCEPT' if logit >= threshold else 'reject'
+    print(f'{decision}  logit {logit:+8.3f}  p={1 / (1 + np.exp(-logit)):.3f}  {path}')
+
+
 def print_hyper_report(report: dict, command: str) -> None:
   print(f"{'method':<30}{'params':>11}{'MAdds':>9}{'accuracy':>12}{'AUC':>8}{'TAR@FAR=1e-2':>14}")
   rows = [('embedding_cosine', report['backbone_params'], report['backbone_madds'])] + [
@@ -96,8 +118,29 @@ def main(argv: list[str] | None = None) -> None:
   hyper.add_argument('--config', required=True, help='experiments/hyper_*.py file with get_config()')
   hyper.add_argument('--workdir', required=True)
   hyper.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
+  enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
+  enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
+  enroll.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
+  enroll.add_argument('--out', required=True, help='user file to write (.fvjax)')
+  enroll.add_argument('--name', default=None, help='user name (default: the file stem)')
+  verify = sub.add_parser('verify', help="score images against a user file (NumPy only: no JAX needed)")
+  verify.add_argument('user', help='.fvjax user file')
+  verify.add_argument('images', nargs='+')
+  verify.add_argument('--threshold', type=float, default=None, help="logit threshold (default: the file's)")
   args = parser.parse_args(argv)
   command = 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])
+
+  if args.command == 'verify':
+    run_verify(args.user, args.images, args.threshold)
+    return
+  if args.command == 'enroll':
+    from fvjax.train import hyper as hyper_training
+    paths = _image_paths(args.images)
+    user = hyper_training.enroll(args.hyper, paths, args.name or Path(args.out).stem)
+    userfile.save(args.out, user)
+    print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
+          f'{len(user.theta):,} weights)')
+    return
 
   from fvjax.train import recognition
   if args.command == 'hyper':
@@ -107,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.command == 'demo':
     config = demo_config(args.data_dir, args.steps)
   else:
+    from fvjax import parallel
     parallel.initialize_distributed(parallel.DistributedConfig(enabled=args.distributed))
     config = load_config(args.config, args.set)
   report = recognition.run(config, args.workdir)

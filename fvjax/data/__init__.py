@@ -2,7 +2,7 @@
 
 from fvjax.data.folder import DatasetError, FaceDataset, IdentityFolder, load_identity_folder, scan_identity_folder
 from fvjax.data.folder import split_identities
-from fvjax.data.images import FACE_SIZE, ImageDecodeError, decode_face, normalize
+from fvjax.imageio import FACE_SIZE, ImageDecodeError, decode_face, normalize
 from fvjax.data.insightface import RecordIODataset, load_recordio, read_bin, write_bin, write_recordio, pack_record
 from fvjax.data.pipeline import AugmentConfig, decode_all, iterate, prefetch_to_device, train_batches
 

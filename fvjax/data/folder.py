@@ -3,7 +3,7 @@
 The builder stores each image's original encoded bytes in array_record files
 (no TensorFlow needed) and reads them back by random access through
 `as_data_source`; decoding happens on the host at read time
-(`fvjax.data.images.decode_face`). Every image is decoded once while preparing,
+(`fvjax.imageio.decode_face`). Every image is decoded once while preparing,
 so a corrupt file stops the build with its path instead of being skipped.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fvjax.data.images import decode_face
+from fvjax.imageio import decode_face
 
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.bmp', '.gif', '.tif', '.tiff', '.webp'})
 DEFAULT_CACHE = Path(os.environ.get('FVJAX_CACHE', Path.home() / '.cache' / 'fvjax'))

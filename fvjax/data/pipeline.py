@@ -16,7 +16,7 @@ import numpy as np
 
 from fvjax.data.folder import FaceDataset
 from fvjax.parallel import host_to_global
-from fvjax.data.images import FACE_SIZE, decode_face, normalize
+from fvjax.imageio import FACE_SIZE, decode_face, normalize
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,11 +5,12 @@ h_gen (trained) maps the embedding to theta. Our design (the paper's exact
 generator is not readable here; every size is a field):
 
   L2-normalised embedding [E] -> Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU
-  -> one linear head per tensor of f -> raw values, each kernel scaled by
-  sqrt(2 / fan_in) (biases by `bias_scale`).
+  -> LayerNorm -> one linear head per tensor of f -> raw values, each kernel
+  scaled by sqrt(2 / fan_in) (biases by `bias_scale`).
 
-The scaling makes unit-variance head outputs He-initialised verifier layers,
-so a freshly initialised generator already emits trainable networks.
+The LayerNorm gives the heads unit-variance inputs, so (LeCun-initialised)
+heads emit unit-variance values and the fan-in scaling turns them into
+He-initialised verifier layers: a fresh generator already emits trainable nets.
 Enrolment from several images averages their normalised embeddings (then
 renormalises) before h_gen.
 """
@@ -35,6 +36,7 @@ class WeightGenerator(nn.Module):
     h = l2_normalize(embeddings)
     h = nn.relu(nn.Dense(self.hidden, name='trunk0')(h))
     h = nn.relu(nn.Dense(self.hidden, name='trunk1')(h))
+    h = nn.LayerNorm(name='trunk_norm')(h)
     parts = []
     for name, shape in self.spec.layer_shapes():
       size = math.prod(shape)

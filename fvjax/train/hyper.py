@@ -25,10 +25,10 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from fvjax import data, models
+from fvjax import data, edge, models, userfile
 from fvjax.eval import verification
 from fvjax.models import verifier
-from fvjax.models.hypernet import WeightGenerator
+from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
 from fvjax.train import kcs
 from fvjax.train.loop import LoopConfig, Task, train
 from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
@@ -60,15 +60,27 @@ def default_config() -> ml_collections.ConfigDict:
 def load_backbone(workdir: str | Path) -> tuple[models.FaceNet, dict, ml_collections.ConfigDict]:
   """(module, frozen variables, its run config) from the latest checkpoint of a recognition workdir."""
   from fvjax.train import recognition
+  state, run = _restore_latest(workdir)
+  config = ml_collections.ConfigDict(run)
+  variables = recognition.backbone_variables(state['params'], state['model_state'])
+  return recognition.build_backbone(config), jax.tree.map(jnp.asarray, variables), config
+
+
+def _restore_latest(workdir: str | Path) -> tuple[dict, dict]:
+  """(raw state dict, run config dict) of the latest checkpoint under `workdir`."""
   mgr = ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints')
   step = mgr.latest_step()
   if step is None:
-    raise FileNotFoundError(f'no backbone checkpoint under {Path(workdir) / "checkpoints"}')
+    raise FileNotFoundError(f'no checkpoint under {Path(workdir) / "checkpoints"}')
   restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  config = ml_collections.ConfigDict(restored['meta']['run'])
-  state = restored['state']
-  variables = recognition.backbone_variables(state['params'], state['model_state'])
-  return recognition.build_backbone(config), jax.tree.map(jnp.asarray, variables), config
+  return restored['state'], restored['meta']['run']
+
+
+def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_collections.ConfigDict]:
+  """(generator, its params, its run config) from a hypernetwork workdir."""
+  state, run = _restore_latest(workdir)
+  config = ml_collections.ConfigDict(run)
+  return WeightGenerator(verifier_spec(config), config.hidden), jax.tree.map(jnp.asarray, state['params']), config
 
 
 def verifier_spec(config) -> verifier.VerifierSpec:
@@ -78,11 +90,7 @@ def verifier_spec(config) -> verifier.VerifierSpec:
 
 def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[np.ndarray, np.ndarray]:
   """(L2 embeddings [N, E] with flip TTA, verifier inputs [N, s, s, 3]) of uint8 faces [N, 112, 112, 3]."""
-  embeddings = verification.embed_images(embed_fn, images)
-  resize = jax.jit(lambda x: verifier.preprocess(x, spec))
-  inputs = np.concatenate([np.asarray(resize(data.normalize(images[i:i + 256])))
-                           for i in range(0, len(images), 256)])
-  return embeddings, inputs
+  return verification.embed_images(embed_fn, images), edge.verifier_input(images, spec)
 
 
 def make_batches(embeddings, inputs, labels, config, cluster_of, identities):
@@ -197,3 +205,16 @@ def _pair_logits(thetas: np.ndarray, probes: np.ndarray, spec) -> np.ndarray:
   """f(theta[i], probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
   fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
   return np.concatenate([np.asarray(fn(thetas[i:i + 512], probes[i:i + 512])) for i in range(0, len(thetas), 512)])
+
+
+def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str) -> userfile.User:
+  """One user's verifier from one or several enrolment images (embeddings averaged, see `enrolment_embedding`)."""
+  if not image_paths:
+    raise ValueError('enrolment needs at least one image; none were given')
+  generator, params, config = load_generator(hyper_workdir)
+  backbone, backbone_vars, _ = load_backbone(config.backbone_workdir)
+  faces = np.stack([data.decode_face(Path(p).read_bytes(), source=str(p)) for p in image_paths])
+  embeddings = verification.embed_images(verification.backbone_embed_fn(backbone, backbone_vars), faces)
+  theta = generator.apply({'params': params}, enrolment_embedding(jnp.asarray(embeddings))[None])[0]
+  return userfile.User(theta=np.asarray(theta), spec=generator.spec.to_dict(), name=name,
+                       sources=tuple(Path(p).name for p in image_paths))

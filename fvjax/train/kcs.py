@@ -18,15 +18,30 @@ def assign(points: jax.Array, centroids: jax.Array) -> jax.Array:
   return jnp.argmin(d2, axis=1)
 
 
+def kmeans_plus_plus(points: jax.Array, k: int, rng: jax.Array) -> jax.Array:
+  """k-means++ seeding: each next centre drawn with probability proportional to D^2. -> [k, D]."""
+  keys = jax.random.split(rng, k)
+  first = points[jax.random.randint(keys[0], (), 0, points.shape[0])]
+  d2 = jnp.sum((points - first)**2, axis=1)
+
+  def pick(i, carry):
+    centroids, d2 = carry
+    centre = points[jax.random.categorical(keys[i], jnp.log(jnp.maximum(d2, 1e-30)))]
+    return centroids.at[i].set(centre), jnp.minimum(d2, jnp.sum((points - centre)**2, axis=1))
+
+  init = jnp.zeros((k, points.shape[1]), points.dtype).at[0].set(first)
+  return jax.lax.fori_loop(1, k, pick, (init, d2))[0]
+
+
 @functools.partial(jax.jit, static_argnames=('k', 'iterations'))
 def kmeans(points: jax.Array, k: int, rng: jax.Array, iterations: int = 50) -> tuple[jax.Array, jax.Array]:
-  """Lloyd's k-means from k distinct random points. Returns (centroids [k, D], assignment [N]).
+  """Lloyd's k-means from k-means++ seeds. Returns (centroids [k, D], assignment [N]).
 
   A cluster that empties keeps its previous centroid.
   """
   if not 0 < k <= points.shape[0]:
     raise ValueError(f'k={k} clusters for {points.shape[0]} points')
-  init = points[jax.random.choice(rng, points.shape[0], (k,), replace=False)]
+  init = kmeans_plus_plus(points, k, rng)
 
   def step(_, centroids):
     one_hot = jax.nn.one_hot(assign(points, centroids), k, dtype=points.dtype)  # [N, k]

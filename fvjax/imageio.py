@@ -1,4 +1,7 @@
-"""Decoding face images on the host: bytes -> uint8 [112, 112, 3] -> normalised float."""
+"""Decoding face images on the host: bytes -> uint8 [112, 112, 3] -> normalised float.
+
+NumPy and PIL only (no JAX), so edge tools (`fvjax verify`) can use it.
+"""
 
 import io
 
@@ -41,3 +44,10 @@ def decode_face(data: bytes, source: str = '<bytes>', size: int = FACE_SIZE) -> 
 def normalize(images: np.ndarray) -> np.ndarray:
   """uint8 [..., 3] -> float32 in [-1, 1]: (x / 255 - 0.5) / 0.5, as the reference code."""
   return (images.astype(np.float32) / 255.0 - 0.5) / 0.5
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [H, W, 3] -> uint8 [size, size, 3] (PIL bilinear, antialiased when shrinking)."""
+  if image.shape[0] == size and image.shape[1] == size:
+    return image
+  return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -1,0 +1,73 @@
+"""What an edge device runs after enrolment: the verifier f in plain NumPy (no JAX).
+
+`VerifierSpec` describes f (see `fvjax.models.verifier` for the JAX version
+and the architecture notes); `verifier_input` is f's host preprocessing,
+shared by training, evaluation and `fvjax verify`, so the same image gives the
+same input everywhere.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from fvjax.imageio import normalize, resize
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifierSpec:
+  input_size: int = 64
+  in_channels: int = 3
+  channels: tuple[int, ...] = (16, 32, 32, 32)
+  strides: tuple[int, ...] = (2, 2, 2, 1)
+  kernel: int = 3
+
+  def layer_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every tensor of theta, in the order they are packed."""
+    shapes, cin = [], self.in_channels
+    for i, cout in enumerate(self.channels):
+      shapes += [(f'conv{i}/kernel', (self.kernel, self.kernel, cin, cout)), (f'conv{i}/bias', (cout,))]
+      cin = cout
+    return shapes + [('logit/kernel', (cin,)), ('logit/bias', ())]
+
+  @property
+  def num_params(self) -> int:
+    return sum(math.prod(s) for _, s in self.layer_shapes())
+
+  def fan_in(self, name: str) -> int:
+    """Inputs feeding one output unit of the layer that owns tensor `name`."""
+    shape = dict(self.layer_shapes())[name.rsplit('/', 1)[0] + '/kernel']
+    return math.prod(shape[:-1]) if len(shape) > 1 else shape[0]
+
+  def to_dict(self) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> 'VerifierSpec':
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def verifier_input(faces: np.ndarray, spec: VerifierSpec) -> np.ndarray:
+  """uint8 aligned faces [N, 112, 112, 3] -> f's float32 inputs [N, s, s, 3] in [-1, 1]."""
+  return normalize(np.stack([resize(face, spec.input_size) for face in faces]))
+
+
+def numpy_forward(theta: np.ndarray, inputs: np.ndarray, spec: VerifierSpec = VerifierSpec()) -> np.ndarray:
+  """f(theta, inputs) in plain NumPy: inputs [B, s, s, C] -> logits [B]."""
+  theta = np.asarray(theta, np.float64)
+  if theta.shape != (spec.num_params,):
+    raise ValueError(f'theta has shape {theta.shape}; this verifier needs ({spec.num_params},)')
+  sizes = [math.prod(s) for _, s in spec.layer_shapes()]
+  tensors = np.split(theta, np.cumsum(sizes)[:-1])
+  p = {name: t.reshape(shape) for (name, shape), t in zip(spec.layer_shapes(), tensors)}
+  x = np.asarray(inputs, np.float64)
+  k, pad = spec.kernel, spec.kernel // 2
+  for i, stride in enumerate(spec.strides):
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out_h = (x.shape[1] + 2 * pad - k) // stride + 1
+    out_w = (x.shape[2] + 2 * pad - k) // stride + 1
+    # im2col: [B, H', W', k, k, Cin] contracted with the kernel [k, k, Cin, Cout]
+    cols = np.stack([np.stack([xp[:, di:di + stride * out_h:stride, dj:dj + stride * out_w:stride]
+                               for dj in range(k)], axis=3) for di in range(k)], axis=3)
+    x = np.maximum(np.tensordot(cols, p[f'conv{i}/kernel'], axes=3) + p[f'conv{i}/bias'], 0.0)
+  return x.mean(axis=(1, 2)) @ p['logit/kernel'] + p['logit/bias']

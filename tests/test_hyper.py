@@ -1,0 +1,120 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fvjax import edge
+from fvjax.eval import personalized
+from fvjax.models import count_macs_of, hypernet, verifier
+from fvjax.train import hyper, kcs
+
+SPEC = verifier.VerifierSpec()
+
+
+def test_verifier_param_and_madd_counts_by_hand():
+  # conv 3x3: 3->16 s2, 16->32 s2, 32->32 s2, 32->32 s1 (with biases), linear 32->1 (with bias), on 64x64.
+  params = (27 * 16 + 16) + (144 * 32 + 32) + (288 * 32 + 32) + (288 * 32 + 32) + (32 + 1)
+  madds = 32 * 32 * 16 * 27 + 16 * 16 * 32 * 144 + 8 * 8 * 32 * 288 + 8 * 8 * 32 * 288 + 32
+  assert SPEC.num_params == params == 23_617
+  theta = jnp.zeros(SPEC.num_params)
+  assert count_macs_of(lambda t, x: verifier.apply(t, x), theta, jnp.zeros((1, 64, 64, 3))) == madds == 2_801_696
+
+
+def test_flatten_unflatten_roundtrip_and_shape_error():
+  theta = verifier.init_theta(jax.random.key(0))
+  np.testing.assert_array_equal(verifier.flatten(verifier.unflatten(theta, SPEC), SPEC), theta)
+  with pytest.raises(ValueError, match=r'needs \(23617,\)'):
+    verifier.apply(theta[:-1], jnp.zeros((1, 64, 64, 3)))
+
+
+def test_numpy_forward_equals_jax():
+  theta = verifier.init_theta(jax.random.key(1))
+  x = jax.random.normal(jax.random.key(2), (3, 64, 64, 3))
+  np.testing.assert_allclose(edge.numpy_forward(np.asarray(theta), np.asarray(x)), verifier.apply(theta, x),
+                             rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('budget_pairs', [None, 4])
+def test_score_matrix_equals_python_loop_over_users(budget_pairs):
+  thetas = np.stack([np.asarray(verifier.init_theta(jax.random.key(i))) for i in range(5)])
+  probes = np.asarray(jax.random.normal(jax.random.key(9), (7, 64, 64, 3)))
+  budget = 2 << 30 if budget_pairs is None else 3 * personalized.pair_activation_bytes(SPEC) * budget_pairs
+  scores = personalized.score_matrix(thetas, probes, memory_budget_bytes=budget)
+  loop = np.stack([np.asarray(verifier.apply(t, probes)) for t in thetas])
+  np.testing.assert_allclose(scores, loop, rtol=1e-5, atol=1e-5)
+
+
+def test_tile_shape_respects_the_budget():
+  per_pair = 3 * personalized.pair_activation_bytes(SPEC)
+  users, probes = personalized.tile_shape(10_000, 1_000, SPEC, 1000 * per_pair, devices=1)
+  assert (users, probes) == (1, 1000)
+  users, probes = personalized.tile_shape(10_000, 1_000, SPEC, 64_000 * per_pair, devices=8)
+  assert probes == 1000 and users % 8 == 0 and users * probes <= 64_000
+
+
+def test_kmeans_matches_brute_force_assignment():
+  rng = np.random.default_rng(0)
+  blobs = np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 6.0]])
+  points = np.concatenate([c + 0.3 * rng.normal(size=(20, 2)) for c in blobs]).astype(np.float32)
+  centroids, assignment = kcs.kmeans(jnp.asarray(points), 3, jax.random.key(0), iterations=20)
+  centroids, assignment = np.asarray(centroids), np.asarray(assignment)
+  brute = np.array([np.argmin([np.sum((p - c)**2) for c in centroids]) for p in points])
+  np.testing.assert_array_equal(assignment, brute)
+  for k in range(3):  # a fixed point: each centroid is the mean of its points
+    np.testing.assert_allclose(centroids[k], points[assignment == k].mean(0), atol=1e-5)
+  # and the three blobs are recovered
+  assert len({tuple(np.unique(assignment[i * 20:(i + 1) * 20])) for i in range(3)}) == 3
+  assert all(len(np.unique(assignment[i * 20:(i + 1) * 20])) == 1 for i in range(3))
+
+
+def test_kcs_batches_hold_one_cluster_only():
+  cluster_of = np.array([0, 1, 0, 2, 1, 0, 2, 0, 1, 1])
+  rng = np.random.default_rng(0)
+  for _ in range(50):
+    chosen = kcs.kcs_batch(cluster_of, 3, rng)
+    assert len(set(chosen)) == 3
+    assert len(set(cluster_of[chosen])) == 1
+    assert cluster_of[chosen][0] != 2  # cluster 2 has only 2 identities
+  with pytest.raises(ValueError, match='no cluster holds 5'):
+    kcs.kcs_batch(cluster_of, 5, rng)
+
+
+def test_generator_emits_he_scaled_verifiers_and_learns():
+  gen = hypernet.WeightGenerator(SPEC, hidden=32)
+  emb = jax.random.normal(jax.random.key(0), (64, 16))
+  variables = gen.init(jax.random.key(1), emb)
+  thetas = gen.apply(variables, emb)
+  assert thetas.shape == (64, SPEC.num_params)
+  conv1 = jax.vmap(lambda t: verifier.unflatten(t, SPEC)['conv1/kernel'])(thetas)
+  expected_std = np.sqrt(2.0 / SPEC.fan_in('conv1/kernel'))
+  assert 0.3 * expected_std < float(jnp.std(conv1)) < 3 * expected_std
+
+
+def test_weighted_bce_loss_by_hand():
+  gen = hypernet.WeightGenerator(SPEC, hidden=8)
+  task = hyper.hyper_task(gen, SPEC, embedding_size=4, positive_weight=3.0, batches=None)
+  params = task.init(jax.random.key(0))['params']
+  batch = {'enrol': jax.random.normal(jax.random.key(1), (2, 4)),
+           'probes': jax.random.normal(jax.random.key(2), (4, 64, 64, 3)),
+           'probe_user': jnp.array([0, 0, 1, 1]), 'norm_weight': jnp.array([0.5, 0.5])}
+  loss, (_, metrics) = task.loss(params, {}, batch, jax.random.key(3))
+  thetas = gen.apply({'params': params}, batch['enrol'])
+  logits = np.stack([np.asarray(verifier.apply(t, batch['probes'])) for t in thetas])
+  targets = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], np.float32)
+  weights = np.where(targets > 0, 3.0, 1.0)
+  bce = np.asarray(optax.sigmoid_binary_cross_entropy(logits, targets))
+  norm = np.mean(np.sum(np.asarray(thetas)**2, axis=1))
+  np.testing.assert_allclose(loss, np.sum(weights * bce) / weights.sum() + 0.5 * norm, rtol=1e-4)
+  np.testing.assert_allclose(metrics['theta_norm2'], norm, rtol=1e-4)
+  grads = jax.grad(lambda p: task.loss(p, {}, batch, None)[0])(params)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+
+
+def test_enrolment_from_several_images_and_from_none():
+  one = hypernet.enrolment_embedding(jnp.array([[3.0, 4.0]]))
+  np.testing.assert_allclose(one, [0.6, 0.8], rtol=1e-6)
+  two = hypernet.enrolment_embedding(jnp.array([[1.0, 0.0], [0.0, 10.0]]))
+  np.testing.assert_allclose(two, [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
+  with pytest.raises(ValueError, match='at least one image'):
+    hypernet.enrolment_embedding(jnp.zeros((0, 2)))

@@ -1,0 +1,93 @@
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from fvjax import cli, edge, userfile
+from fvjax.models import verifier
+from fvjax.train import hyper
+
+
+def make_user(theta=None):
+  theta = np.asarray(verifier.init_theta(jax.random.key(0))) if theta is None else theta
+  return userfile.User(theta=theta, spec=edge.VerifierSpec().to_dict(), name='alice', threshold=0.5,
+                       sources=('a.jpg',))
+
+
+def test_user_file_roundtrip(tmp_path):
+  user = make_user()
+  userfile.save(tmp_path / 'alice.fvjax', user)
+  loaded = userfile.load(tmp_path / 'alice.fvjax')
+  np.testing.assert_array_equal(loaded.theta, user.theta)
+  assert (loaded.name, loaded.threshold, loaded.sources) == ('alice', 0.5, ('a.jpg',))
+  assert edge.VerifierSpec.from_dict(loaded.spec) == edge.VerifierSpec()
+  assert (tmp_path / 'alice.fvjax').stat().st_size < 100_000  # a few tens of KB
+
+
+def test_corrupted_and_foreign_user_files(tmp_path):
+  path = tmp_path / 'u.fvjax'
+  userfile.save(path, make_user())
+  raw = bytearray(path.read_bytes())
+  raw[200:210] = b'\x00' * 10  # flip bytes inside theta
+  (tmp_path / 'flipped.fvjax').write_bytes(bytes(raw))
+  with pytest.raises(userfile.UserFileError, match='flipped.fvjax'):
+    userfile.load(tmp_path / 'flipped.fvjax')
+  (tmp_path / 'truncated.fvjax').write_bytes(path.read_bytes()[:500])
+  with pytest.raises(userfile.UserFileError, match='truncated.fvjax'):
+    userfile.load(tmp_path / 'truncated.fvjax')
+  meta = {'format': 'fvjax-user', 'format_version': 99}
+  np.savez(tmp_path / 'future.npz', theta=np.zeros(3, np.float32),
+           meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+  with pytest.raises(userfile.UserFileError, match='version 99'):
+    userfile.load(tmp_path / 'future.npz')
+  with pytest.raises(userfile.UserFileError, match='does not exist'):
+    userfile.load(tmp_path / 'missing.fvjax')
+
+
+def test_enrolment_with_zero_images_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='at least one image'):
+    hyper.enroll(tmp_path, [], 'nobody')
+
+
+@pytest.mark.slow
+def test_backbone_hypernet_enroll_verify_end_to_end(tmp_path, capsys):
+  faces = cli.DEMO_DATA
+  bb, hy = tmp_path / 'backbone', tmp_path / 'hyper'
+  cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(bb), '--set', f'data_dir={faces}',
+            '--set', 'total_steps=1', '--set', 'batch_size=8', '--set', 'eval_pairs=100',
+            '--set', 'backbone=mobilefacenet'])
+  _, before, _ = hyper.load_backbone(bb)
+  cli.main(['hyper', '--config', 'experiments/hyper_celeba_cpu.py', '--workdir', str(hy),
+            '--set', f'backbone_workdir={bb}', '--set', 'total_steps=3', '--set', 'users_per_batch=4',
+            '--set', 'num_clusters=2', '--set', 'kcs_start=1', '--set', 'norm_penalty_start=2',
+            '--set', 'eval_pairs=100', '--set', 'hidden=16'])
+  _, after, _ = hyper.load_backbone(bb)
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))  # h_bb frozen
+  report = json.loads((hy / 'report.json').read_text())
+  assert report['verifier_params'] == 23_617 and report['backbone_params'] == 1_200_512
+  assert {'embedding_cosine', 'verifier_enrol_first', 'verifier_enrol_second'} <= set(report)
+  assert 'verifier_enrol_first' in capsys.readouterr().out
+
+  user = tmp_path / 's1.fvjax'
+  cli.main(['enroll', '--hyper', str(hy), '--images', str(faces / 's1' / '1.pgm'), str(faces / 's1' / '2.pgm'),
+            '--out', str(user)])
+  probes = [str(faces / 's1' / '3.pgm'), str(faces / 's2' / '1.pgm')]
+  # verify runs with JAX made unimportable: the user file needs NumPy only.
+  script = ('import sys; sys.modules["jax"] = None; from fvjax.cli import main; '
+            f'main(["verify", {str(user)!r}, *{probes!r}])')
+  result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = [l for l in result.stdout.splitlines() if 'logit' in l]
+  assert len(lines) == 2 and "user 's1'" in result.stdout
+  # the NumPy scores equal the JAX forward of the same file
+  loaded = userfile.load(user)
+  from fvjax import data
+  inputs = edge.verifier_input(np.stack([data.decode_face(open(p, 'rb').read()) for p in probes]), edge.VerifierSpec())
+  jax_logits = np.asarray(verifier.apply(loaded.theta, inputs))
+  printed = [float(l.split('logit')[1].split()[0]) for l in lines]
+  np.testing.assert_allclose(printed, jax_logits, atol=2e-3)
