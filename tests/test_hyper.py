@@ -28,6 +28,16 @@ def test_flatten_unflatten_roundtrip_and_shape_error():
     verifier.apply(theta[:-1], jnp.zeros((1, 64, 64, 3)))
 
 
+def test_conv_impls_agree_in_value_and_gradient():
+  theta = verifier.init_theta(jax.random.key(3))
+  x = jax.random.normal(jax.random.key(4), (2, 64, 64, 3))
+  outputs = {impl: verifier.apply(theta, x, conv_impl=impl) for impl in ('xla', 'matmul')}
+  np.testing.assert_allclose(outputs['matmul'], outputs['xla'], rtol=1e-4, atol=1e-5)
+  grads = {impl: jax.grad(lambda t: jnp.sum(verifier.apply(t, x, conv_impl=impl)**2))(theta)
+           for impl in ('xla', 'matmul')}
+  np.testing.assert_allclose(grads['matmul'], grads['xla'], rtol=1e-3, atol=1e-4)
+
+
 def test_numpy_forward_equals_jax():
   theta = verifier.init_theta(jax.random.key(1))
   x = jax.random.normal(jax.random.key(2), (3, 64, 64, 3))
@@ -35,12 +45,12 @@ def test_numpy_forward_equals_jax():
                              rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('budget_pairs', [None, 4])
-def test_score_matrix_equals_python_loop_over_users(budget_pairs):
+@pytest.mark.parametrize('budget_pairs,impl', [(None, 'vmap'), (None, 'map'), (4, 'auto')])
+def test_score_matrix_equals_python_loop_over_users(budget_pairs, impl):
   thetas = np.stack([np.asarray(verifier.init_theta(jax.random.key(i))) for i in range(5)])
   probes = np.asarray(jax.random.normal(jax.random.key(9), (7, 64, 64, 3)))
   budget = 2 << 30 if budget_pairs is None else 3 * personalized.pair_activation_bytes(SPEC) * budget_pairs
-  scores = personalized.score_matrix(thetas, probes, memory_budget_bytes=budget)
+  scores = personalized.score_matrix(thetas, probes, memory_budget_bytes=budget, impl=impl)
   loop = np.stack([np.asarray(verifier.apply(t, probes)) for t in thetas])
   np.testing.assert_allclose(scores, loop, rtol=1e-5, atol=1e-5)
 

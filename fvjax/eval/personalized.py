@@ -1,9 +1,9 @@
 """Batched personalised verification: scores[u, p] = f(theta[u], probe[p]) for thousands of users at once.
 
-`jax.vmap` over users turns U small convolutions into one grouped
-convolution; the U x P score matrix is computed in (user chunk x probe
-chunk) tiles sized so that one tile's activations stay under a memory budget,
-with the user axis of each tile split over all devices.
+`verifier.apply_many` (f over many users: `jax.vmap` over theta on
+accelerators, `lax.map` on CPU) scores (user chunk x probe chunk) tiles sized
+so that one tile's activations stay under a memory budget, with the user axis
+of each tile split over all devices.
 """
 
 import math
@@ -34,7 +34,7 @@ def tile_shape(num_users: int, num_probes: int, spec: verifier.VerifierSpec, mem
 
 
 def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.VerifierSpec = verifier.VerifierSpec(),
-                 memory_budget_bytes: int = 2 << 30, mesh=None) -> np.ndarray:
+                 memory_budget_bytes: int = 2 << 30, mesh=None, impl: str = 'auto') -> np.ndarray:
   """Logits [U, P] of every user's verifier on every probe.
 
   thetas: [U, num_params] generated weights. probes: [P, s, s, C] verifier inputs
@@ -45,7 +45,7 @@ def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.Verifier
     raise ValueError(f'thetas must be [U, {spec.num_params}], got {thetas.shape}')
   mesh = mesh or parallel.data_mesh()
   users_per_tile, probes_per_tile = tile_shape(len(thetas), len(probes), spec, memory_budget_bytes, mesh.size)
-  score_tile = _tile_fn(spec, mesh)
+  score_tile = _tile_fn(spec, mesh, impl)
   scores = np.empty((len(thetas), len(probes)), np.float32)
   for u0 in range(0, len(thetas), users_per_tile):
     users = _pad_to(thetas[u0:u0 + users_per_tile], users_per_tile)
@@ -57,10 +57,10 @@ def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.Verifier
   return scores
 
 
-def _tile_fn(spec, mesh):
+def _tile_fn(spec, mesh, impl):
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  per_user = lambda theta, x: verifier.apply(theta, x, spec)
-  return jax.jit(jax.vmap(per_user, in_axes=(0, None)), in_shardings=(split, rep), out_shardings=split)
+  return jax.jit(lambda thetas, x: verifier.apply_many(thetas, x, spec, impl), in_shardings=(split, rep),
+                 out_shardings=split)
 
 
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:

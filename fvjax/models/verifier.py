@@ -41,16 +41,55 @@ def flatten(params: dict[str, jax.Array], spec: VerifierSpec) -> jax.Array:
   return jnp.concatenate([jnp.ravel(params[name]) for name, _ in spec.layer_shapes()])
 
 
-def apply(theta: jax.Array, images: jax.Array, spec: VerifierSpec = VerifierSpec()) -> jax.Array:
-  """f(theta, images): one user's verifier on [B, s, s, C] inputs -> logits [B]."""
+def _patches(x: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
+  """im2col: [B, H, W, C] -> [B, H', W', k*k*C], ordered to match an HWIO kernel reshaped to [k*k*C, O]."""
+  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  out_h = (x.shape[1] + 2 * pad - k) // stride + 1
+  out_w = (x.shape[2] + 2 * pad - k) // stride + 1
+  return jnp.concatenate([xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride, :]
+                          for i in range(k) for j in range(k)], axis=-1)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int, impl: str) -> jax.Array:
+  if impl == 'matmul':
+    return _patches(x, kernel.shape[0], stride, pad) @ kernel.reshape(-1, kernel.shape[-1])
+  if impl == 'xla':
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  raise ValueError(f"unknown conv impl {impl!r}; expected 'auto', 'xla' or 'matmul'")
+
+
+def apply(theta: jax.Array, images: jax.Array, spec: VerifierSpec = VerifierSpec(), conv_impl: str = 'auto') -> jax.Array:
+  """f(theta, images): one user's verifier on [B, s, s, C] inputs -> logits [B].
+
+  conv_impl: 'xla' (native convolution), 'matmul' (im2col + matmul: same values; on
+  XLA:CPU its gradient w.r.t. theta is 15x faster, which generator training needs),
+  'auto' ('matmul' on the CPU backend, else 'xla').
+  """
+  conv_impl = ('matmul' if jax.default_backend() == 'cpu' else 'xla') if conv_impl == 'auto' else conv_impl
   p = unflatten(theta, spec)
   x = images
-  pad = spec.kernel // 2
   for i, stride in enumerate(spec.strides):
-    x = jax.lax.conv_general_dilated(x, p[f'conv{i}/kernel'], (stride, stride), ((pad, pad), (pad, pad)),
-                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    x = jax.nn.relu(x + p[f'conv{i}/bias'])
+    x = jax.nn.relu(_conv(x, p[f'conv{i}/kernel'], stride, spec.kernel // 2, conv_impl) + p[f'conv{i}/bias'])
   return jnp.mean(x, axis=(1, 2)) @ p['logit/kernel'] + p['logit/bias']
+
+
+def apply_many(thetas: jax.Array, inputs: jax.Array, spec: VerifierSpec = VerifierSpec(),
+               impl: str = 'auto') -> jax.Array:
+  """Every user's f on every input: thetas [U, D], inputs [P, s, s, C] -> logits [U, P].
+
+  impl 'vmap': `jax.vmap` of `apply` over theta; XLA lowers the per-user
+  kernels to grouped convolutions (native on GPU). 'map': `lax.map` over users,
+  each a dense convolution over all P inputs; on XLA:CPU, where grouped
+  convolutions are slow, 6x faster than 'vmap' and 1.5x a Python loop
+  (measured, 2 cores). 'auto': 'map' on the CPU backend, else 'vmap'.
+  """
+  impl = ('map' if jax.default_backend() == 'cpu' else 'vmap') if impl == 'auto' else impl
+  if impl == 'vmap':
+    return jax.vmap(lambda t: apply(t, inputs, spec))(thetas)
+  if impl == 'map':
+    return jax.lax.map(lambda t: apply(t, inputs, spec), thetas)
+  raise ValueError(f"unknown impl {impl!r}; expected 'auto', 'vmap' or 'map'")
 
 
 def init_theta(rng: jax.Array, spec: VerifierSpec = VerifierSpec()) -> jax.Array:

@@ -125,12 +125,10 @@ def make_batches(embeddings, inputs, labels, config, cluster_of, identities):
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, positive_weight: float,
                batches) -> Task:
   """Weighted BCE of every generated verifier on every probe of the batch, plus the scheduled norm penalty."""
-  score = jax.vmap(lambda theta, x: verifier.apply(theta, x, spec), in_axes=(0, None))
-
   def loss(params, model_state, batch, rng):
     del rng
     thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
-    logits = score(thetas, batch['probes'])  # [U, U*m]
+    logits = verifier.apply_many(thetas, batch['probes'], spec)  # [U, U*m]
     targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
     pos = positive_weight or (targets.size - targets.sum()) / targets.sum()
     weights = jnp.where(targets > 0, pos, 1.0)
