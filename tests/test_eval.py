@@ -87,3 +87,27 @@ def test_pair_scores_are_cosines():
 def test_roc_needs_both_classes():
   with pytest.raises(ValueError, match='genuine and impostor'):
     v.roc_curve(np.array([0.1, 0.2]), np.array([True, True]))
+
+
+def test_evaluate_bin_set_end_to_end(tmp_path):
+  import io
+
+  from PIL import Image
+
+  from fvjax import data
+  from fvjax.train.recognition import evaluate_bin
+
+  def png(seed):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, 'PNG')
+    return buf.getvalue()
+
+  # 10 pairs: even pairs are the same image twice (issame), odd pairs two different random images.
+  images, issame = [], []
+  for i in range(10):
+    images += [png(i), png(i) if i % 2 == 0 else png(100 + i)]
+    issame.append(i % 2 == 0)
+  data.write_bin(tmp_path / 'toy.bin', images, issame)
+  embed_fn = lambda x: x.reshape(len(x), -1)[:, ::97]  # pixels as the "embedding": same image -> cosine 1
+  report = evaluate_bin(tmp_path / 'toy.bin', embed_fn, flip=False)
+  assert report['pairs'] == 10 and report['accuracy'] == 1.0 and report['auc'] == 1.0
