@@ -3,7 +3,7 @@
 Needs the backbone of experiments/seesaw_celeba_cpu.py (run it first: runs/seesaw_celeba_cpu); reuses its
 identity split, so the 60 test identities are unseen by the backbone and by the hypernetwork.
 Run:      python experiments/hyper_celeba_cpu.py
-Runtime:  about 10 minutes on 2 CPU cores.
+Runtime:  about 4 minutes on 2 CPU cores (after the backbone run).
 Protocol: 3,000 balanced pairs of held-out identities; enrol with one image, probe with the other (both
           orders reported); baseline = cosine of the same backbone's embeddings on the same pairs.
 """
@@ -16,13 +16,12 @@ from fvjax.train import hyper
 def get_config():
   c = hyper.default_config()
   c.backbone_workdir = 'runs/seesaw_celeba_cpu'
-  c.total_steps = 1500
+  c.total_steps = 400
   c.users_per_batch = 16
   c.positives_per_user = 2
   c.num_clusters = 6
-  c.kcs_start = 500
-  c.norm_penalty_start = 500
-  c.optimizer.learning_rate = 3e-3
+  c.kcs_start = 100
+  c.norm_penalty_start = 100
   return c
 
 

@@ -15,6 +15,7 @@ on from `norm_penalty_start` (the schedule of objectives; the paper's exact
 schedule is not readable here, so both switch points are config fields).
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -93,9 +94,13 @@ def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[
   return verification.embed_images(embed_fn, images), edge.verifier_input(images, spec)
 
 
-def make_batches(embeddings, inputs, labels, config, cluster_of, identities):
-  """batches(start) -> step-indexed user batches (pure function of (seed, step))."""
-  by_id = {i: np.flatnonzero(labels == i) for i in identities}
+def make_batches(embeddings, inputs, image_indices, image_labels, config, cluster_of, identities):
+  """batches(start) -> step-indexed user batches (pure function of (seed, step)).
+
+  image_indices / image_labels: the training images (rows of embeddings and inputs) and their identities;
+  identities [I] with cluster_of [I]: the identities that may be drawn as users.
+  """
+  by_id = {i: image_indices[image_labels == i] for i in identities}
   u, m = config.users_per_batch, config.positives_per_user
 
   def batch(step):
@@ -113,22 +118,19 @@ def make_batches(embeddings, inputs, labels, config, cluster_of, identities):
         'norm_weight': np.full(u, norm_weight, np.float32),
     }
 
-  def batches(start):
-    step = start
-    while True:
-      yield batch(step)
-      step += 1
-
-  return batches
+  return lambda start: (batch(step) for step in itertools.count(start))
 
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, positive_weight: float,
                batches) -> Task:
   """Weighted BCE of every generated verifier on every probe of the batch, plus the scheduled norm penalty."""
+  # im2col convolutions on CPU: their gradient w.r.t. the generated weights is 15x faster there.
+  conv_impl = 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+
   def loss(params, model_state, batch, rng):
     del rng
     thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
-    logits = verifier.apply_many(thetas, batch['probes'], spec)  # [U, U*m]
+    logits = verifier.apply_many(thetas, batch['probes'], spec, conv_impl=conv_impl)  # [U, U*m]
     targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
     pos = positive_weight or (targets.size - targets.sum()) / targets.sum()
     weights = jnp.where(targets > 0, pos, 1.0)
@@ -152,14 +154,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   embeddings, inputs = prepare(data.decode_all(faces, np.arange(len(faces))), embed_fn, spec)
 
   train_labels = faces.labels[train_idx]
-  counts = np.bincount(train_labels, minlength=len(faces.names))
-  identities = np.flatnonzero(counts >= config.positives_per_user + 1)
-  ids, centroids = kcs.identity_centroids(embeddings[train_idx], train_labels)
-  keep = np.isin(ids, identities)
-  _, cluster_of = kcs.kmeans(jnp.asarray(centroids[keep]), config.num_clusters, jax.random.key(config.seed))
-  labels_for_batches = np.full(len(faces), -1)
-  labels_for_batches[train_idx] = train_labels
-  batches = make_batches(embeddings, inputs, labels_for_batches, config, np.asarray(cluster_of), ids[keep])
+  usable = np.bincount(train_labels)[train_labels] >= config.positives_per_user + 1  # enrolment + positives
+  image_indices, image_labels = train_idx[usable], train_labels[usable]
+  identities, centroids = kcs.identity_centroids(embeddings[image_indices], image_labels)
+  _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
+  batches = make_batches(embeddings, inputs, image_indices, image_labels, config, np.asarray(cluster_of), identities)
 
   generator = WeightGenerator(spec, config.hidden)
   task = hyper_task(generator, spec, embeddings.shape[1], config.positive_weight, batches)
