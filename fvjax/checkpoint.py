@@ -34,17 +34,20 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, meta: dict, force: b
                   force=force)
 
 
-def restore(mgr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> tuple[Any, dict, int] | None:
+def restore(mgr: ocp.CheckpointManager, abstract_state: Any = None,
+            step: int | None = None) -> tuple[Any, dict, int] | None:
   """Restores (state, meta, step) of `step` (default: the latest), or None when there is none.
 
   `abstract_state` gives structure, shapes, dtypes and shardings
-  (e.g. `jax.eval_shape` output with `.sharding` set, or concrete arrays).
+  (e.g. `jax.eval_shape` output with `.sharding` set, or concrete arrays); without
+  it the state comes back as saved, a nested dict of host arrays (for loading a
+  finished run whose Python structure the caller does not rebuild).
   """
   step = mgr.latest_step() if step is None else step
   if step is None:
     return None
   where = Path(mgr.directory) / str(step)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+  abstract = None if abstract_state is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
   try:
     restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                          meta=ocp.args.JsonRestore()))
@@ -54,3 +57,15 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: Any, step: int | None = 
     raise CheckpointError(f'checkpoint {where} is damaged or incompatible and cannot be restored '
                           f'({type(e).__name__}: {e}){hint}. Delete it to resume from an earlier step.') from e
   return restored['state'], restored['meta'], step
+
+
+def load_run(workdir: str | os.PathLike) -> tuple[dict, dict]:
+  """(state as saved, run config dict) of the latest checkpoint of a finished `fvjax` workdir."""
+  directory = Path(workdir) / 'checkpoints'
+  if not directory.is_dir():
+    raise FileNotFoundError(f'no checkpoints under {directory}')
+  restored = restore(manager(directory))
+  if restored is None:
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  state, meta, _ = restored
+  return state, meta['run']

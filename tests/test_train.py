@@ -105,3 +105,18 @@ def test_eight_devices_match_one_device(tmp_path):
   script = SHARDED_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
   result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600)
   assert 'SHARDED-OK' in result.stdout, result.stderr[-3000:]
+
+
+def test_load_run_returns_saved_state_and_shares_the_damage_error(tmp_path):
+  state = train(tiny_task(), TX, LoopConfig(total_steps=2, checkpoint_every=2), tmp_path, run_meta={'lr': 0.1},
+                progress=False)
+  saved, run = checkpoint.load_run(tmp_path)
+  assert run == {'lr': 0.1}
+  assert leaves_equal(saved['params'], state.params)
+  with pytest.raises(FileNotFoundError, match='no checkpoints under'):
+    checkpoint.load_run(tmp_path / 'elsewhere')
+  assert not (tmp_path / 'elsewhere').exists()  # looking does not create
+  for f in (p for p in (tmp_path / 'checkpoints' / '2').rglob('*') if p.is_file() and p.stat().st_size > 0):
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+  with pytest.raises(checkpoint.CheckpointError, match='damaged'):
+    checkpoint.load_run(tmp_path)

@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
-from fvjax import data, edge, models, userfile
+from fvjax import checkpoint, data, edge, models, userfile
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
@@ -61,25 +60,15 @@ def default_config() -> ml_collections.ConfigDict:
 def load_backbone(workdir: str | Path) -> tuple[models.FaceNet, dict, ml_collections.ConfigDict]:
   """(module, frozen variables, its run config) from the latest checkpoint of a recognition workdir."""
   from fvjax.train import recognition
-  state, run = _restore_latest(workdir)
+  state, run = checkpoint.load_run(workdir)
   config = ml_collections.ConfigDict(run)
   variables = recognition.backbone_variables(state['params'], state['model_state'])
   return recognition.build_backbone(config), jax.tree.map(jnp.asarray, variables), config
 
 
-def _restore_latest(workdir: str | Path) -> tuple[dict, dict]:
-  """(raw state dict, run config dict) of the latest checkpoint under `workdir`."""
-  mgr = ocp.CheckpointManager(Path(workdir).absolute() / 'checkpoints')
-  step = mgr.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint under {Path(workdir) / "checkpoints"}')
-  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  return restored['state'], restored['meta']['run']
-
-
 def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_collections.ConfigDict]:
   """(generator, its params, its run config) from a hypernetwork workdir."""
-  state, run = _restore_latest(workdir)
+  state, run = checkpoint.load_run(workdir)
   config = ml_collections.ConfigDict(run)
   return WeightGenerator(verifier_spec(config), config.hidden), jax.tree.map(jnp.asarray, state['params']), config
 
