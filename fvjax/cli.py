@@ -102,6 +102,13 @@ def print_hyper_report(report: dict, command: str) -> None:
         f'backbone on every probe.) Reproduce: {command}')
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  parser.add_argument('--config', required=True, help='experiments/*.py file with get_config()')
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
+  return parser
+
+
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(prog='fvjax', description=__doc__)
   sub = parser.add_subparsers(dest='command', required=True)
@@ -109,15 +116,9 @@ def main(argv: list[str] | None = None) -> None:
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=120)
-  train = sub.add_parser('train', help='train and evaluate an experiment config')
-  train.add_argument('--config', required=True, help='experiments/*.py file with get_config()')
-  train.add_argument('--workdir', required=True)
-  train.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
+  train = _add_config_arguments(sub.add_parser('train', help='train and evaluate an experiment config'))
   train.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
-  hyper = sub.add_parser('hyper', help='train hypernetwork personalised verifiers on a trained backbone')
-  hyper.add_argument('--config', required=True, help='experiments/hyper_*.py file with get_config()')
-  hyper.add_argument('--workdir', required=True)
-  hyper.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
+  _add_config_arguments(sub.add_parser('hyper', help='train hypernetwork personalised verifiers on a trained backbone'))
   enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
   enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
   enroll.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
@@ -142,11 +143,11 @@ def main(argv: list[str] | None = None) -> None:
           f'{len(user.theta):,} weights)')
     return
 
-  from fvjax.train import recognition
   if args.command == 'hyper':
     from fvjax.train import hyper as hyper_training
     print_hyper_report(hyper_training.run(load_config(args.config, args.set), args.workdir), command)
     return
+  from fvjax.train import recognition
   if args.command == 'demo':
     config = demo_config(args.data_dir, args.steps)
   else:

@@ -49,13 +49,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch_size(global_batch: int, mesh: Mesh) -> int:
-  """Returns this host's share of `global_batch`, which must split evenly over devices and hosts."""
-  if global_batch % mesh.size:
-    raise ValueError(f'global batch {global_batch} does not split evenly over {mesh.size} devices')
-  return global_batch // jax.process_count()
-
-
 def host_to_global(batch: dict, sharding: NamedSharding) -> dict:
   """Assembles each host's rows of a batch into one global, sharded array per leaf."""
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)

@@ -38,7 +38,7 @@ def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.Verifier
   """Logits [U, P] of every user's verifier on every probe.
 
   thetas: [U, num_params] generated weights. probes: [P, s, s, C] verifier inputs
-  (`verifier.preprocess` of normalised faces).
+  (`fvjax.edge.verifier_input` of the aligned faces).
   """
   thetas, probes = np.asarray(thetas, np.float32), np.asarray(probes, np.float32)
   if thetas.ndim != 2 or thetas.shape[1] != spec.num_params:

@@ -30,8 +30,7 @@ from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
 from fvjax.train import kcs
-from fvjax.train.loop import LoopConfig, Task, train
-from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+from fvjax.train.loop import Task, train_from_config
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -151,11 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
 
   generator = WeightGenerator(spec, config.hidden)
   task = hyper_task(generator, spec, embeddings.shape[1], config.positive_weight, batches)
-  opt = OptimizerConfig(**config.optimizer)
-  state = train(task, make_optimizer(opt, config.total_steps),
-                LoopConfig(config.total_steps, config.seed, config.checkpoint_every, config.keep_checkpoints,
-                           config.log_every), workdir, run_meta=config.to_dict(),
-                learning_rate_fn=learning_rate_schedule(opt, config.total_steps), progress=progress)
+  state = train_from_config(task, config, workdir, progress=progress)
   generate = jax.jit(lambda e: generator.apply({'params': state.params}, e))
   report = {
       'verifier_params': spec.num_params,

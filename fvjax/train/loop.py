@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from fvjax import checkpoint, parallel
 from fvjax.data.pipeline import prefetch_to_device
+from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
 
 Params = Any
 LossFn = Callable[[Params, dict, dict, jax.Array], tuple[jax.Array, tuple[dict, dict]]]
@@ -150,3 +151,16 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   bar.close()
   mgr.wait_until_finished()
   return state
+
+
+def train_from_config(task: Task, config, workdir: str | Path, **kwargs) -> TrainState:
+  """`train` with the optimizer, schedule and loop settings of a run config.
+
+  Reads config.optimizer (`OptimizerConfig` fields), total_steps, seed, checkpoint_every,
+  keep_checkpoints and log_every; the whole config is the run's metadata. kwargs go to `train`.
+  """
+  optimizer = OptimizerConfig(**{**config.optimizer, 'milestones': tuple(config.optimizer.get('milestones', ()))})
+  loop = LoopConfig(config.total_steps, config.seed, config.checkpoint_every, config.keep_checkpoints,
+                    config.log_every)
+  return train(task, make_optimizer(optimizer, config.total_steps), loop, workdir, run_meta=config.to_dict(),
+               learning_rate_fn=learning_rate_schedule(optimizer, config.total_steps), **kwargs)

@@ -19,8 +19,8 @@ import optax
 from fvjax import data, models
 from fvjax.eval import verification
 from fvjax.models.heads import MarginConfig, MarginHead
-from fvjax.train.loop import LoopConfig, Task, train
-from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
+from fvjax.train.loop import Task, train_from_config
+from fvjax.train.optim import OptimizerConfig
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -93,13 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
                                            data.AugmentConfig(**config.augment))
   model = FaceClassifier(build_backbone(config), MarginHead(num_classes, MarginConfig(**config.margin)))
   task = classification_task(model, lambda start: data.iterate(stream, start))
-  opt_config = OptimizerConfig(**{**config.optimizer, 'milestones': tuple(config.optimizer.milestones)})
-  state = train(task, make_optimizer(opt_config, config.total_steps),
-                LoopConfig(config.total_steps, config.seed, config.checkpoint_every, config.keep_checkpoints,
-                           config.log_every),
-                workdir, run_meta=config.to_dict(), learning_rate_fn=learning_rate_schedule(opt_config,
-                                                                                            config.total_steps),
-                stop_at=stop_at, progress=progress)
+  state = train_from_config(task, config, workdir, stop_at=stop_at, progress=progress)
   if int(state.step) < config.total_steps:
     return {'step': int(state.step), 'finished': False}
   backbone_vars = backbone_variables(state.params, state.model_state)
