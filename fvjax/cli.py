@@ -102,6 +102,28 @@ def print_hyper_report(report: dict, command: str) -> None:
         f'backbone on every probe.) Reproduce: {command}')
 
 
+def print_coreset_report(report: dict, command: str) -> None:
+  pairs = report['template_pairs']
+  print(f"\n{report['templates']} templates of {report['test_identities']} unseen identities: "
+        f"{pairs['genuine']:,} genuine / {pairs['impostor']:,} impostor template pairs; FaceCoresetNet K="
+        f"{report['coreset_size']}, {report['aggregator_params']:,} params, gamma {report['gamma']:.4f}, "
+        f"step {report['selected_step']} selected by {report['selection_metric']}")
+  fars = ('0.0001', '0.001', '0.01', '0.1')
+  print(f"{'set descriptor':<24}{'AUC':>7}" + ''.join(f'{"TAR@FAR=" + f:>16}' for f in fars))
+  for name, r in report['sets'].items():
+    print(f"{name:<24}{r['auc']:>7.3f}" + ''.join(f"{100 * r['tar_at_far'][f]:>15.1f}%" for f in fars))
+  if 'enrolment' in report:
+    e = report['enrolment']
+    print(f"\npersonalised verifiers: {e['users']} users enrolled from 1 vs {e['set_size']} images, "
+          f"{e['genuine_pairs']:,} genuine / {e['impostor_pairs']:,} impostor probes")
+    print(f"{'enrolment':<16}{'verifier AUC':>14}{'TAR@FAR=1e-2':>14}{'cosine AUC':>12}{'TAR@FAR=1e-2':>14}")
+    for name in ('single_image', 'set_mean', 'set_coreset'):
+      v, c = e[name]['verifier'], e[name]['embedding_cosine']
+      print(f"{name:<16}{v['auc']:>14.3f}{100 * v['tar_at_far']['0.01']:>13.1f}%{c['auc']:>12.3f}"
+            f"{100 * c['tar_at_far']['0.01']:>13.1f}%")
+  print(f'(TAR@FAR below 1/#impostor pairs is not resolvable: nan.) Reproduce: {command}')
+
+
 def _add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument('--config', required=True, help='experiments/*.py file with get_config()')
   parser.add_argument('--workdir', required=True)
@@ -119,11 +141,15 @@ def main(argv: list[str] | None = None) -> None:
   train = _add_config_arguments(sub.add_parser('train', help='train and evaluate an experiment config'))
   train.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
   _add_config_arguments(sub.add_parser('hyper', help='train hypernetwork personalised verifiers on a trained backbone'))
+  _add_config_arguments(sub.add_parser('coreset', help='train the FaceCoresetNet set aggregator on a trained backbone'))
   enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
   enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
   enroll.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
   enroll.add_argument('--out', required=True, help='user file to write (.fvjax)')
   enroll.add_argument('--name', default=None, help='user name (default: the file stem)')
+  enroll.add_argument('--aggregate', choices=('mean', 'coreset'), default='mean',
+                      help='several images -> one enrolment: mean embedding, or FaceCoresetNet descriptor')
+  enroll.add_argument('--coreset', default=None, help='coreset workdir (`fvjax coreset`), for --aggregate coreset')
   verify = sub.add_parser('verify', help="score images against a user file (NumPy only: no JAX needed)")
   verify.add_argument('user', help='.fvjax user file')
   verify.add_argument('images', nargs='+')
@@ -137,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
   if args.command == 'enroll':
     from fvjax.train import hyper as hyper_training
     paths = _image_paths(args.images)
-    user = hyper_training.enroll(args.hyper, paths, args.name or Path(args.out).stem)
+    user = hyper_training.enroll(args.hyper, paths, args.name or Path(args.out).stem, args.aggregate, args.coreset)
     userfile.save(args.out, user)
     print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
           f'{len(user.theta):,} weights)')
@@ -146,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
   if args.command == 'hyper':
     from fvjax.train import hyper as hyper_training
     print_hyper_report(hyper_training.run(load_config(args.config, args.set), args.workdir), command)
+    return
+  if args.command == 'coreset':
+    from fvjax.train import coreset
+    print_coreset_report(coreset.run(load_config(args.config, args.set), args.workdir), command)
     return
   from fvjax.train import recognition
   if args.command == 'demo':

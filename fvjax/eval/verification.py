@@ -110,8 +110,9 @@ def make_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndarra
 
 
 def embed_images(embed_fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch_size: int = 64,
-                 flip: bool = True) -> np.ndarray:
-  """L2-normalised embeddings [N, E] of uint8 images [N, 112, 112, 3].
+                 flip: bool = True, normalize_output: bool = True) -> np.ndarray:
+  """Embeddings [N, E] of uint8 images [N, 112, 112, 3], L2-normalised unless `normalize_output` is False
+  (raw features: their norm is the image quality that set aggregation uses).
 
   With `flip`, the embeddings of each image and its mirror are summed before
   normalising (the standard face-verification test-time augmentation). The last
@@ -127,6 +128,8 @@ def embed_images(embed_fn: Callable[[jax.Array], jax.Array], images: np.ndarray,
       emb = emb + embed_fn(chunk[:, :, ::-1])
     outputs.append(np.asarray(emb)[:n])
   emb = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+  if not normalize_output:
+    return emb
   return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 

@@ -26,8 +26,8 @@ def init_backbone(module: FaceNet, rng: jax.Array) -> dict:
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps) along `axis`."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+  """x / max(||x||, eps) along `axis`; its gradient is finite at x = 0 (where it is 0)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
 __all__ = [

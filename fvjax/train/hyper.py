@@ -188,14 +188,34 @@ def _pair_logits(thetas: np.ndarray, probes: np.ndarray, spec) -> np.ndarray:
   return np.concatenate([np.asarray(fn(thetas[i:i + 512], probes[i:i + 512])) for i in range(0, len(thetas), 512)])
 
 
-def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str) -> userfile.User:
-  """One user's verifier from one or several enrolment images (embeddings averaged, see `enrolment_embedding`)."""
+def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str, aggregate: str = 'mean',
+           coreset_workdir: str | Path | None = None) -> userfile.User:
+  """One user's verifier from one or several enrolment images.
+
+  aggregate: how several images become the generator's input: 'mean' (mean of the
+  normalised embeddings, see `enrolment_embedding`) or 'coreset' (the FaceCoresetNet
+  descriptor of the set, from a `fvjax coreset` run on the same backbone).
+  """
   if not image_paths:
     raise ValueError('enrolment needs at least one image; none were given')
+  if aggregate not in ('mean', 'coreset'):
+    raise ValueError(f"unknown aggregate {aggregate!r}; expected 'mean' or 'coreset'")
   generator, params, config = load_generator(hyper_workdir)
   backbone, backbone_vars, _ = load_backbone(config.backbone_workdir)
   faces = np.stack([data.decode_face(Path(p).read_bytes(), source=str(p)) for p in image_paths])
-  embeddings = verification.embed_images(verification.backbone_embed_fn(backbone, backbone_vars), faces)
-  theta = generator.apply({'params': params}, enrolment_embedding(jnp.asarray(embeddings))[None])[0]
+  embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
+  if aggregate == 'mean':
+    enrolment = enrolment_embedding(jnp.asarray(verification.embed_images(embed_fn, faces)))
+  else:
+    from fvjax.train import coreset
+    if coreset_workdir is None:
+      raise ValueError("aggregate='coreset' needs the workdir of a `fvjax coreset` run")
+    aggregator, aggregator_params, coreset_config = coreset.load_aggregator(coreset_workdir)
+    if Path(coreset_config.backbone_workdir).resolve() != Path(config.backbone_workdir).resolve():
+      raise ValueError(f'the aggregator in {coreset_workdir} was trained on features of '
+                       f'{coreset_config.backbone_workdir}, the hypernetwork on {config.backbone_workdir}')
+    features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
+    enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
+  theta = generator.apply({'params': params}, enrolment[None])[0]
   return userfile.User(theta=np.asarray(theta), spec=generator.spec.to_dict(), name=name,
                        sources=tuple(Path(p).name for p in image_paths))

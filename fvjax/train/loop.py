@@ -105,7 +105,8 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
 
   run_meta: JSON-able description of the run (its config), saved with every
     checkpoint; resuming a workdir written by a different run_meta is refused.
-  stop_at: stop after this step (a pre-emption, or a time-boxed slice of a run).
+  stop_at: stop after this step (a pre-emption, or a time-boxed slice of a run); the
+    last step of the call is always checkpointed, so the next call resumes from it.
   Logs metrics to `workdir/metrics.jsonl`.
   """
   workdir = Path(workdir)
@@ -142,7 +143,7 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
       window_images += len(jax.tree.leaves(batch)[0])
       bar.update(1)
       bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
-      checkpoint.save(mgr, step, state, {'run': run_meta, 'step': step}, force=step == config.total_steps)
+      checkpoint.save(mgr, step, state, {'run': run_meta, 'step': step}, force=step == end)
       if step % config.log_every == 0 or step == end:
         elapsed = time.perf_counter() - window_start
         log.write(json.dumps({'step': step, **metrics, 'images_per_s': window_images / elapsed}) + '\n')

@@ -1,0 +1,248 @@
+"""FaceCoresetNet training on frozen backbone features, model selection, template evaluation.
+
+The frozen backbone comes from a recognition workdir (`fvjax train`); its
+identity split is reused, so test identities are unseen by the backbone and by
+the aggregator. Raw (un-normalised) features of every image and of its mirror
+are computed once and cached in `workdir/features.npz`.
+
+Training sets: each of `sets_per_batch` sets is one training identity, a size
+drawn from U{1..max_set_size}, members drawn without replacement (with
+replacement once the identity runs out: repeated faces stand in for the
+reference's near-duplicate video frames) and each seen as the image or its
+mirror at random. Sizes are mixed within a batch (padding masks), where the
+reference draws one size per batch. Loss: AdaFace (s=48, m=0.8, h=0.333) on
+the set descriptor, its norm as quality, over jointly trained class centres.
+
+Model selection: every `eval_every` steps the run evaluates TAR@FAR on
+templates of validation identities (carved out of the training identities,
+never the test ones; the reference selected on the test set) and keeps the best
+parameters in `workdir/best_params.msgpack`; the history is in `selection.json`.
+The final report evaluates the selected parameters on test-identity templates
+beside mean pooling and norm-weighted pooling, and, when `hyper_workdir` is
+set, compares single-image and set enrolment of personalised verifiers.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fvjax import checkpoint, data, models
+from fvjax.eval import sets, verification
+from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
+from fvjax.models.heads import MarginConfig, MarginHead
+from fvjax.train.loop import Task, train_from_config
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.backbone_workdir = ''  # a finished `fvjax train` workdir: its backbone gives the features, its split is reused
+  c.aggregator = ml_collections.ConfigDict({'coreset_size': 3, 'num_heads': 8, 'dropout_rate': 0.1,
+                                            'gamma_init': 0.01, 'gumbel_tau': 1.0, 'gumbel_scale': 1.0})
+  c.margin = ml_collections.ConfigDict({'kind': 'adaface', 's': 48.0, 'm': 0.8, 'h': 0.333, 't_alpha': 0.01})
+  c.sets_per_batch = 20
+  c.max_set_size = 20
+  c.validation_fraction = 0.15  # of the training identities, for model selection
+  c.templates = ml_collections.ConfigDict({'per_identity': 4, 'min_size': 1, 'max_size': 8})
+  c.selection_far = 1e-2  # model selection maximises TAR at this FAR on validation templates
+  c.eval_every = 500
+  c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-4, 'weight_decay': 1e-3,
+                                           'schedule': 'piecewise', 'milestones': (), 'decay_factor': 0.1,
+                                           'grad_clip_norm': 1.0})
+  c.total_steps = 2000
+  c.seed = 0
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.log_every = 50
+  c.hyper_workdir = ''  # optional: a hypernetwork run on the same backbone, to compare set vs single enrolment
+  c.enrolment = ml_collections.ConfigDict({'set_size': 5, 'seed': 0})
+  return c
+
+
+class SetClassifier(nn.Module):
+  """Aggregator + margin head: (sets [B, T, C], mask [B, T], labels [B]) -> (logits [B, K], SetOutput)."""
+  aggregator: CoresetAggregator
+  head: MarginHead
+
+  def __call__(self, features, mask, labels, train: bool) -> tuple[jax.Array, SetOutput]:
+    out = self.aggregator(features, mask, train=train)
+    return self.head(out.aggregate, labels, train=train), out
+
+
+def build_aggregator(config) -> CoresetAggregator:
+  return CoresetAggregator(**config.aggregator)
+
+
+def set_task(model: SetClassifier, feature_size: int, batches) -> Task:
+  """Softmax cross-entropy over AdaFace logits of the set descriptors."""
+
+  def init(rng):
+    gumbel, dropout, params = jax.random.split(rng, 3)
+    dummy = jnp.ones((1, 2, feature_size))
+    return model.init({'params': params, 'gumbel': gumbel, 'dropout': dropout}, dummy, jnp.ones((1, 2), bool),
+                      jnp.zeros((1,), jnp.int32), train=False)
+
+  def loss(params, model_state, batch, rng):
+    gumbel, dropout = jax.random.split(rng)
+    (logits, out), new_state = model.apply({'params': params, **model_state}, batch['features'], batch['mask'],
+                                           batch['label'], train=True, mutable=list(model_state),
+                                           rngs={'gumbel': gumbel, 'dropout': dropout})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    metrics = {'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+               'gamma': params['aggregator']['gamma'], 'set_quality': jnp.mean(out.quality)}
+    return loss, (new_state, metrics)
+
+  return Task(init=init, loss=loss, batches=batches)
+
+
+def make_batches(features: np.ndarray, image_indices: np.ndarray, image_classes: np.ndarray, config):
+  """batches(start) -> step-indexed set batches (pure function of (seed, step)).
+
+  features [N, 2, C] (image, mirror); image_indices / image_classes: training images and their class in
+  0..num_classes-1. Batch: features [S, T, C], mask [S, T], label [S] with T = max_set_size.
+  """
+  by_class = [image_indices[image_classes == k] for k in range(int(image_classes.max()) + 1)]
+  s, t = config.sets_per_batch, config.max_set_size
+
+  def batch(step):
+    rng = np.random.default_rng([config.seed, step])
+    labels = rng.integers(0, len(by_class), s)
+    out = np.zeros((s, t, features.shape[-1]), np.float32)
+    mask = np.zeros((s, t), bool)
+    for i, label in enumerate(labels):
+      pool = by_class[label]
+      n = int(rng.integers(1, t + 1))
+      members = rng.choice(pool, n, replace=n > len(pool))
+      out[i, :n] = features[members, rng.integers(0, 2, n)]
+      mask[i, :n] = True
+    return {'features': out, 'mask': mask, 'label': labels.astype(np.int32)}
+
+  def stream(start):
+    step = start
+    while True:
+      yield batch(step)
+      step += 1
+
+  return stream
+
+
+def backbone_features(config, workdir: Path) -> tuple[np.ndarray, data.FaceDataset, ml_collections.ConfigDict]:
+  """(raw features [N, 2, C] of every image and its mirror, the faces, the backbone's run config), cached."""
+  from fvjax.train import hyper
+  backbone, variables, bb_config = hyper.load_backbone(config.backbone_workdir)
+  faces = data.load_faces(bb_config.data_dir)
+  cache = workdir / 'features.npz'
+  key = json.dumps({'backbone_workdir': str(Path(config.backbone_workdir).resolve()), 'images': len(faces),
+                    'backbone_step': checkpoint.manager(Path(config.backbone_workdir) / 'checkpoints').latest_step()})
+  if cache.is_file():
+    cached = np.load(cache)
+    if str(cached['key']) == key:
+      return cached['features'], faces, bb_config
+  embed_fn = verification.backbone_embed_fn(backbone, variables)
+  images = data.decode_all(faces, np.arange(len(faces)))
+  views = [verification.embed_images(embed_fn, v, flip=False, normalize_output=False)
+           for v in (images, images[:, :, ::-1])]
+  features = np.stack(views, axis=1)
+  workdir.mkdir(parents=True, exist_ok=True)
+  np.savez(cache, features=features, key=key)
+  return features, faces, bb_config
+
+
+def identity_split(faces: data.FaceDataset, bb_config, validation_fraction: float, seed: int):
+  """(fit, validation, test) image indices: the backbone's split, its training identities split once more."""
+  train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
+  fit_rel, val_rel = data.split_identities(faces.labels[train_idx], validation_fraction, seed)
+  return train_idx[fit_rel], train_idx[val_rel], test_idx
+
+
+def protocol_for(labels: np.ndarray, indices: np.ndarray, config, seed: int) -> sets.TemplateProtocol:
+  """Identity templates over the images `indices` (members are global image indices)."""
+  t = config.templates
+  p = sets.identity_templates(labels[indices], t.per_identity, (t.min_size, t.max_size), seed)
+  return dataclasses.replace(p, members=tuple(indices[m] for m in p.members))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
+  """Trains the aggregator with model selection on validation identities; evaluates on test identities."""
+  workdir = Path(workdir)
+  features, faces, bb_config = backbone_features(config, workdir)
+  fit_idx, val_idx, test_idx = identity_split(faces, bb_config, config.validation_fraction, config.seed)
+  check_sets(features.reshape(1, -1, features.shape[-1]))  # NaN / zero features from the backbone
+  _, fit_classes = np.unique(faces.labels[fit_idx], return_inverse=True)
+  model = SetClassifier(build_aggregator(config),
+                        MarginHead(int(fit_classes.max()) + 1, MarginConfig(**config.margin)))
+  task = set_task(model, features.shape[-1], make_batches(features, fit_idx, fit_classes, config))
+  plain = features[:, 0]
+  validation = protocol_for(faces.labels, val_idx, config, config.seed)
+
+  history_path, best_path = workdir / 'selection.json', workdir / 'best_params.msgpack'
+  history = json.loads(history_path.read_text()) if history_path.is_file() else []
+  done = {h['step'] for h in history}
+  for stop in range(config.eval_every, config.total_steps + config.eval_every, config.eval_every):
+    stop = min(stop, config.total_steps)
+    if stop in done:
+      continue
+    state = train_from_config(task, config, workdir, stop_at=stop, progress=progress)
+    params = state.params['aggregator']
+    result = sets.evaluate_templates(sets.coreset_descriptor_fn(model.aggregator, params), plain, validation)
+    score = result['tar_at_far'][str(config.selection_far)]
+    if not history or score > max(h['score'] for h in history):
+      _write_atomic(best_path, flax.serialization.to_bytes(params))
+    history.append({'step': stop, 'score': score, 'validation': result})
+    _write_atomic(history_path, json.dumps(history, indent=2).encode())
+
+  best = max(history, key=lambda h: h['score'])
+  params = load_aggregator(workdir)[1]
+  protocol = protocol_for(faces.labels, test_idx, config, config.seed + 1)
+  descriptor_fns = {'coreset': sets.coreset_descriptor_fn(model.aggregator, params), **sets.pooling_baselines()}
+  report = {
+      'aggregator_params': models.count_params(params),
+      'coreset_size': config.aggregator.coreset_size,
+      'gamma': float(params['gamma']),
+      'selected_step': best['step'],
+      'selection_metric': f'TAR@FAR={config.selection_far} on {len(np.unique(faces.labels[val_idx]))} '
+                          'validation identities',
+      'test_identities': int(len(np.unique(faces.labels[test_idx]))),
+      'templates': len(protocol.members),
+      'template_pairs': {'genuine': int(protocol.issame.sum()), 'impostor': int((~protocol.issame).sum())},
+      'sets': {name: sets.evaluate_templates(fn, plain, protocol) for name, fn in descriptor_fns.items()},
+  }
+  if config.hyper_workdir:
+    from fvjax.train import enrolment
+    report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone_workdir, model.aggregator, params,
+                                            faces, features, test_idx, config.enrolment.set_size,
+                                            config.enrolment.seed)
+  (workdir / 'report.json').write_text(json.dumps(report, indent=2))
+  return report
+
+
+def _write_atomic(path: Path, payload: bytes) -> None:
+  tmp = path.with_suffix(path.suffix + '.tmp')
+  tmp.write_bytes(payload)
+  tmp.replace(path)
+
+
+def load_aggregator(workdir: str | Path) -> tuple[CoresetAggregator, dict, ml_collections.ConfigDict]:
+  """(aggregator, its selected params, its run config) from a finished coreset workdir."""
+  workdir = Path(workdir)
+  best_path = workdir / 'best_params.msgpack'
+  if not best_path.is_file():
+    raise FileNotFoundError(f'{best_path} not found: {workdir} is not a finished `fvjax coreset` run')
+  state, run_config = checkpoint.load_run(workdir)
+  config = ml_collections.ConfigDict(run_config)
+  model = build_aggregator(config)
+  feature_size = state['params']['head']['centres'].shape[0]
+  template = model.init({'params': jax.random.key(0)}, jnp.ones((1, 2, feature_size)))['params']
+  try:
+    params = flax.serialization.from_bytes(template, best_path.read_bytes())
+  except Exception as e:  # msgpack raises several types on damaged files
+    raise checkpoint.CheckpointError(f'{best_path} is damaged or from another model ({type(e).__name__}: {e})') from e
+  return model, params, config
+
