@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from fvjax import cli
@@ -27,3 +28,30 @@ def test_train_command_end_to_end_on_shipped_faces(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'held_out_identities' in out and 'Reproduce: fvjax train' in out
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['1', '2']
+
+
+def test_demo_table_and_roc_figure(tmp_path):
+  from fvjax import demo
+  from fvjax.eval.verification import verification_report
+  rng = np.random.default_rng(0)
+  issame = np.arange(200) % 2 == 0
+
+  def result(separation):
+    return verification_report(rng.normal(size=200) + separation * issame, issame)
+
+  enrol = {k: {'verifier': result(1.0), 'embedding_cosine': result(1.5)} for k in ('single_image', 'set_mean',
+                                                                                   'set_coreset')}
+  report = {
+      'hyper': {'backbone_params': 1_370_176, 'backbone_madds': 145_800_000, 'verifier_params': 23_617,
+                'verifier_madds': 2_800_000, 'embedding_cosine': result(2.0), 'verifier_enrol_first': result(1.0)},
+      'coreset': {'aggregator_params': 2_104_321, 'templates': 20, 'template_pairs': {'genuine': 10, 'impostor': 180},
+                  'sets': {'coreset': result(3.0), 'mean_pooling': result(2.5), 'norm_weighted_pooling': result(0.5)},
+                  'enrolment': {'users': 10, 'set_size': 3, 'genuine_pairs': 70, 'impostor_pairs': 630, **enrol}},
+  }
+  rows = demo.summary_rows(report)
+  assert [r['method'] for r in rows][:2] == ['backbone cosine', 'verifier, enrol 1 image']
+  assert rows[0]['auc'] == report['hyper']['embedding_cosine']['auc'] and rows[5]['params'] == 2_104_321
+  table = demo.format_table(rows)
+  assert 'coreset set descriptor' in table and '2,104,321' in table and '145.8M' in table
+  demo.plot_roc(report, tmp_path / 'roc.png')
+  assert (tmp_path / 'roc.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

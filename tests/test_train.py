@@ -96,6 +96,11 @@ SHARDED_SCRIPT = textwrap.dedent('''
     assert len(eight.params['Dense_0']['kernel'].sharding.device_set) == 8
     for a, b in zip(jax.tree.leaves((one.params, one.model_state)), jax.tree.leaves((eight.params, eight.model_state))):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    try:  # 16 rows over 3 devices: refused with fvjax's message, before any step runs
+      train(tiny_task(), tx, cfg, {tmp!r} + '/three', mesh=parallel.data_mesh(jax.devices()[:3]), progress=False)
+      raise AssertionError('an uneven batch was accepted')
+    except ValueError as e:
+      assert 'global batch of 16 rows does not split evenly over 3 devices' in str(e), e
     print('SHARDED-OK')
 ''')
 

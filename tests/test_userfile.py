@@ -54,7 +54,7 @@ def test_enrolment_with_zero_images_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_backbone_hypernet_enroll_verify_end_to_end(tmp_path, capsys):
+def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   faces = cli.DEMO_DATA
   bb, hy = tmp_path / 'backbone', tmp_path / 'hyper'
   cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(bb), '--set', f'data_dir={faces}',
@@ -71,6 +71,28 @@ def test_backbone_hypernet_enroll_verify_end_to_end(tmp_path, capsys):
   assert report['verifier_params'] == 23_617 and report['backbone_params'] == 1_200_512
   assert {'embedding_cosine', 'verifier_enrol_first', 'verifier_enrol_second'} <= set(report)
   assert 'verifier_enrol_first' in capsys.readouterr().out
+
+  cs = tmp_path / 'coreset'
+  coreset_args = ['coreset', '--config', 'experiments/coreset_celeba_cpu.py', '--workdir', str(cs),
+                  '--set', f'backbone_workdir={bb}', '--set', f'hyper_workdir={hy}', '--set', 'total_steps=2',
+                  '--set', 'eval_every=1', '--set', 'checkpoint_every=1', '--set', 'sets_per_batch=4',
+                  '--set', 'max_set_size=5', '--set', 'enrolment.set_size=3']
+  cli.main(coreset_args)
+  report = json.loads((cs / 'report.json').read_text())
+  assert report['aggregator_params'] == 2_104_321 and [h['step'] for h in json.loads(
+      (cs / 'selection.json').read_text())] == [1, 2]
+  assert set(report['sets']) == {'coreset', 'mean_pooling', 'norm_weighted_pooling'}
+  assert {'single_image', 'set_mean', 'set_coreset'} <= set(report['enrolment'])
+  assert 'set_coreset' in capsys.readouterr().out
+  cli.main(coreset_args)  # a finished run: no training, the same selected parameters and report
+  assert json.loads((cs / 'report.json').read_text()) == report
+
+  set_user = tmp_path / 's1_set.fvjax'
+  cli.main(['enroll', '--hyper', str(hy), '--images', str(faces / 's1'), '--aggregate', 'coreset',
+            '--coreset', str(cs), '--out', str(set_user)])
+  assert userfile.load(set_user).sources == tuple(f'{i}.pgm' for i in sorted(range(1, 11), key=str))
+  with pytest.raises(ValueError, match='needs the workdir'):
+    hyper.enroll(hy, [faces / 's1' / '1.pgm'], 's1', aggregate='coreset')
 
   user = tmp_path / 's1.fvjax'
   cli.main(['enroll', '--hyper', str(hy), '--images', str(faces / 's1' / '1.pgm'), str(faces / 's1' / '2.pgm'),

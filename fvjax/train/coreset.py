@@ -40,6 +40,8 @@ from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
 from fvjax.train.loop import Task, train_from_config
 
+_DECODE_CHUNK = 4096  # images decoded at once when caching features
+
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -146,10 +148,12 @@ def backbone_features(config, workdir: Path) -> tuple[np.ndarray, data.FaceDatas
     if str(cached['key']) == key:
       return cached['features'], faces, bb_config
   embed_fn = verification.backbone_embed_fn(backbone, variables)
-  images = data.decode_all(faces, np.arange(len(faces)))
-  views = [verification.embed_images(embed_fn, v, flip=False, normalize_output=False)
-           for v in (images, images[:, :, ::-1])]
-  features = np.stack(views, axis=1)
+  chunks = []
+  for start in range(0, len(faces), _DECODE_CHUNK):  # bounded host memory for large datasets
+    images = data.decode_all(faces, np.arange(start, min(start + _DECODE_CHUNK, len(faces))))
+    chunks.append(np.stack([verification.embed_images(embed_fn, v, flip=False, normalize_output=False)
+                            for v in (images, images[:, :, ::-1])], axis=1))
+  features = np.concatenate(chunks)
   workdir.mkdir(parents=True, exist_ok=True)
   np.savez(cache, features=features, key=key)
   return features, faces, bb_config

@@ -124,7 +124,7 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   start = int(state.step)
   end = min(config.total_steps, stop_at or config.total_steps)
   step_fn = make_train_step(task, tx, config.seed, mesh, learning_rate_fn)
-  batches = prefetch_to_device(task.batches(start), parallel.batch_sharding(mesh))
+  batches = prefetch_to_device(_even_batches(task.batches(start), mesh), parallel.batch_sharding(mesh))
   log_path = workdir / 'metrics.jsonl'
   bar = tqdm(total=end, initial=start, desc='train', disable=not progress or jax.process_index() != 0,
              dynamic_ncols=True)
@@ -152,6 +152,16 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   bar.close()
   mgr.wait_until_finished()
   return state
+
+
+def _even_batches(batches: Iterator[dict], mesh) -> Iterator[dict]:
+  """Passes host batches through, refusing a global batch that the mesh cannot split evenly."""
+  for batch in batches:
+    rows = len(jax.tree.leaves(batch)[0]) * jax.process_count()
+    if rows % mesh.size:
+      raise ValueError(f'the global batch of {rows} rows does not split evenly over {mesh.size} devices; '
+                       f'use a batch size that is a multiple of {mesh.size}')
+    yield batch
 
 
 def train_from_config(task: Task, config, workdir: str | Path, **kwargs) -> TrainState:
