@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
   demo = sub.add_parser('demo', help='backbone, personalised verifiers and coreset sets on shipped real faces')
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
-  demo.add_argument('--steps', type=int, default=100, help='backbone training steps')
+  demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
   train = _add_config_arguments(sub.add_parser('train', help='train and evaluate an experiment config'))
   train.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
   _add_config_arguments(sub.add_parser('hyper', help='train hypernetwork personalised verifiers on a trained backbone'))

@@ -63,7 +63,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
   return {'backbone': bb, 'hyper': hy, 'coreset': cs}
 
 
-def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 100, progress: bool = True) -> dict:
+def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 85, progress: bool = True) -> dict:
   """Runs (or resumes) the three stages; returns the combined report (also `workdir/report.json`)."""
   workdir = Path(workdir)
   cfg = configs(data_dir, workdir, backbone_steps)
@@ -117,9 +117,7 @@ def format_table(rows: list[dict]) -> str:
 
 def plot_roc(report: dict, path: Path) -> None:
   """ROC curves (log FAR) of the pair protocol (cosine vs verifier) and the template protocol (sets)."""
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
   h, c = report['hyper'], report['coreset']
   panels = {
       'image pairs, held-out identities': {'backbone cosine': h['embedding_cosine'],
@@ -127,7 +125,8 @@ def plot_roc(report: dict, path: Path) -> None:
       'templates, held-out identities': {'coreset': c['sets']['coreset'], 'mean pooling': c['sets']['mean_pooling'],
                                          'norm-weighted pooling': c['sets']['norm_weighted_pooling']},
   }
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  fig = Figure(figsize=(10, 4))
+  axes = fig.subplots(1, 2)
   for ax, (title, curves) in zip(axes, panels.items()):
     for name, r in curves.items():
       ax.plot(r['roc']['far'], r['roc']['tar'], label=f"{name} (AUC {r['auc']:.3f})")
@@ -141,4 +140,3 @@ def plot_roc(report: dict, path: Path) -> None:
     ax.legend(loc='lower right', fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)

@@ -1,4 +1,4 @@
-"""FaceCoresetNet (Shapira Weitzner et al., AAAI 2024, arXiv 2308.14075): set aggregation by a differentiable coreset.
+"""FaceCoresetNet (Shapira and Keller, AAAI 2024, arXiv 2308.14075): set aggregation by a differentiable coreset.
 
 A face set (template) is T per-image features x_i = n_i u_i from a frozen
 backbone (un-normalised; the norm n_i is the image quality). The aggregator
