@@ -200,3 +200,16 @@ def test_template_descriptors_match_unbatched_aggregation():
   report = sets.evaluate_templates(fn, features, sets.TemplateProtocol(
       tuple(members), np.array([[0, 1], [0, 2], [1, 3], [2, 3]] * 3), np.array([True, False, False, True] * 3)))
   assert set(report['tar_at_far']) == {'1e-06', '1e-05', '0.0001', '0.001', '0.01', '0.1'}
+
+
+def test_enrolment_sets_hold_out_every_enrolment_image_from_the_probes():
+  from fvjax.train.enrolment import enrolment_sets
+  labels = np.repeat([0, 1, 2, 3], [6, 6, 3, 6])  # identity 2 has too few images to enrol from 3 and still probe
+  indices = np.arange(len(labels))
+  enrolled, probes, owner = enrolment_sets(labels, indices, set_size=3, seed=0)
+  assert enrolled.shape == (3, 3) and [labels[e[0]] for e in enrolled] == [0, 1, 3]
+  assert all((labels[e] == labels[e[0]]).all() for e in enrolled)
+  assert not np.intersect1d(enrolled, probes).size and len(probes) == len(labels) - 9
+  np.testing.assert_array_equal(owner, [{0: 0, 1: 1, 2: -1, 3: 2}[l] for l in labels[probes]])
+  with pytest.raises(ValueError, match='2\\+ identities with more than 6 images'):
+    enrolment_sets(labels, indices, set_size=6, seed=0)
