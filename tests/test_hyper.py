@@ -128,3 +128,9 @@ def test_enrolment_from_several_images_and_from_none():
   np.testing.assert_allclose(two, [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
   with pytest.raises(ValueError, match='at least one image'):
     hypernet.enrolment_embedding(jnp.zeros((0, 2)))
+
+
+def test_runs_on_different_backbones_are_not_combined(tmp_path):
+  hyper.require_same_backbone(tmp_path / 'bb', tmp_path / 'x' / '..' / 'bb', 'hyper', 'coreset')  # same place
+  with pytest.raises(ValueError, match='trained on the backbone of .*bb, the run coreset on .*other'):
+    hyper.require_same_backbone(tmp_path / 'bb', tmp_path / 'other', 'hyper', 'coreset')

@@ -23,6 +23,7 @@ set, compares single-image and set enrolment of personalised verifiers.
 """
 
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -126,13 +127,7 @@ def make_batches(features: np.ndarray, image_indices: np.ndarray, image_classes:
       mask[i, :n] = True
     return {'features': out, 'mask': mask, 'label': labels.astype(np.int32)}
 
-  def stream(start):
-    step = start
-    while True:
-      yield batch(step)
-      step += 1
-
-  return stream
+  return lambda start: (batch(step) for step in itertools.count(start))
 
 
 def backbone_features(config, workdir: Path) -> tuple[np.ndarray, data.FaceDataset, ml_collections.ConfigDict]:

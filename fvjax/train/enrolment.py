@@ -56,9 +56,7 @@ def compare(hyper_workdir: str | Path, backbone_workdir: str | Path, aggregator:
   """
   from fvjax.train import hyper
   generator, gen_params, h_config = hyper.load_generator(hyper_workdir)
-  if Path(h_config.backbone_workdir).resolve() != Path(backbone_workdir).resolve():
-    raise ValueError(f'the hypernetwork in {hyper_workdir} was trained on the backbone of '
-                     f'{h_config.backbone_workdir}, not {backbone_workdir}: enrolments would not be comparable')
+  hyper.require_same_backbone(h_config.backbone_workdir, backbone_workdir, hyper_workdir, 'of the sets')
   backbone, backbone_vars, _ = hyper.load_backbone(h_config.backbone_workdir)
   spec = generator.spec
   enrolled, probes, owner = enrolment_sets(faces.labels, test_idx, set_size, seed)

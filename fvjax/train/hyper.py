@@ -72,6 +72,13 @@ def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_colle
   return WeightGenerator(verifier_spec(config), config.hidden), jax.tree.map(jnp.asarray, state['params']), config
 
 
+def require_same_backbone(hyper_backbone: str | Path, other_backbone: str | Path, hyper_workdir, other_workdir) -> None:
+  """Raises ValueError unless the hypernetwork run and another run were trained on the same backbone workdir."""
+  if Path(hyper_backbone).resolve() != Path(other_backbone).resolve():
+    raise ValueError(f'the hypernetwork in {hyper_workdir} was trained on the backbone of {hyper_backbone}, '
+                     f'the run {other_workdir} on {other_backbone}: their embeddings are not comparable')
+
+
 def verifier_spec(config) -> verifier.VerifierSpec:
   v = config.verifier
   return verifier.VerifierSpec(input_size=v.input_size, channels=tuple(v.channels), strides=tuple(v.strides))
@@ -211,9 +218,7 @@ def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str, aggreg
     if coreset_workdir is None:
       raise ValueError("aggregate='coreset' needs the workdir of a `fvjax coreset` run")
     aggregator, aggregator_params, coreset_config = coreset.load_aggregator(coreset_workdir)
-    if Path(coreset_config.backbone_workdir).resolve() != Path(config.backbone_workdir).resolve():
-      raise ValueError(f'the aggregator in {coreset_workdir} was trained on features of '
-                       f'{coreset_config.backbone_workdir}, the hypernetwork on {config.backbone_workdir}')
+    require_same_backbone(config.backbone_workdir, coreset_config.backbone_workdir, hyper_workdir, coreset_workdir)
     features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
     enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
   theta = generator.apply({'params': params}, enrolment[None])[0]
