@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,8 +27,10 @@ def leaves_equal(a, b):
 def test_killed_run_resumes_to_identical_params(tmp_path):
   config = LoopConfig(total_steps=6, checkpoint_every=2, log_every=1)
   full = train(tiny_task(), TX, config, tmp_path / 'full', progress=False)
-  partial = train(tiny_task(), TX, config, tmp_path / 'killed', stop_at=5, progress=False)  # dies after step 5
+  partial = train(tiny_task(), TX, config, tmp_path / 'killed', stop_at=5, progress=False)
   assert int(partial.step) == 5
+  assert sorted(int(p.name) for p in (tmp_path / 'killed' / 'checkpoints').iterdir()) == [2, 4, 5]  # slice end saved
+  shutil.rmtree(tmp_path / 'killed' / 'checkpoints' / '5')  # as if killed after step 5, before its checkpoint
   resumed = train(tiny_task(), TX, config, tmp_path / 'killed', progress=False)  # restarts from step 4
   assert int(resumed.step) == 6
   assert leaves_equal(full.params, resumed.params)
