@@ -1,8 +1,10 @@
 """Batched personalised verification throughput: users x probes scored per second.
 
-Run: python benchmarks/personalized.py [--users 100,1000,10000] [--probes 1000] [--max-seconds 300]
-For each U, the U x P score matrix of generated verifiers (fvjax.eval.personalized.score_matrix,
-tiled by a memory budget), beside, measured in the same run on the same device:
+Run: python benchmarks/personalized.py [--users 100,1000,10000] [--probes 1000] [--users-per-step 1,32]
+                                      [--memory-budget-mb 2048] [--max-seconds 300]
+For each U (and each number of users vmapped together per step), the U x P score matrix of generated
+verifiers (fvjax.eval.personalized.score_matrix, tiled by a memory budget), beside, measured in the same
+run on the same device:
   (a) a Python loop over users (one jitted f call per user on all P probes), on min(U, 20) users;
   (b) the embedding baseline: the seesaw_shuffle backbone embeds the P probes, then U x P cosines.
 Sizes whose projected time exceeds --max-seconds are skipped and say so. Peak memory: the
@@ -39,6 +41,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument('--users', default='100,1000,10000')
   parser.add_argument('--probes', type=int, default=1000)
+  parser.add_argument('--users-per-step', default='1', help='comma list: users vmapped together per step')
   parser.add_argument('--max-seconds', type=float, default=300)
   parser.add_argument('--memory-budget-mb', type=int, default=2048)
   args = parser.parse_args()
@@ -65,7 +68,7 @@ def main():
 
   print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}); '
         f'P = {args.probes} probes; verifier {spec.num_params:,} params; memory budget {args.memory_budget_mb} MB')
-  print(f"{'users':>7}{'tile':>12}{'seconds':>10}{'pairs/s':>12}{'vs loop':>9}{'embed pairs/s':>15}"
+  print(f"{'users':>7}{'per step':>9}{'tile':>12}{'seconds':>10}{'pairs/s':>12}{'vs loop':>9}{'embed pairs/s':>15}"
         f"{'vs embed':>10}{'peak MB':>10}")
   for users in (int(u) for u in args.users.split(',')):
     projected = users * args.probes / loop_rate
@@ -73,16 +76,18 @@ def main():
       print(f'{users:>7}  skipped: projected {projected:.0f} s on this device (> --max-seconds {args.max_seconds:.0f})')
       continue
     thetas = np.tile(loop_thetas, (users // len(loop_thetas) + 1, 1))[:users]
-    tile = personalized.tile_shape(users, args.probes, spec, budget, jax.device_count())
-    personalized.score_matrix(thetas[:tile[0]], probes[:tile[1]], spec, budget)  # compile the tile shape
-    seconds, _ = timed(lambda: personalized.score_matrix(thetas, probes, spec, budget))
-    rate = users * args.probes / seconds
     enrolled = jnp.asarray(rng.normal(size=(users, 512)).astype(np.float32))
     probe_emb = jnp.asarray(rng.normal(size=(args.probes, 512)).astype(np.float32))
     cosine(enrolled, probe_emb).block_until_ready()
     embed_rate = users * args.probes / (embed_per_probe * args.probes + timed(cosine, enrolled, probe_emb)[0])
-    print(f'{users:>7}{f"{tile[0]}x{tile[1]}":>12}{seconds:>10.1f}{rate:>12,.0f}{rate / loop_rate:>9.2f}'
-          f'{embed_rate:>15,.0f}{rate / embed_rate:>10.3f}{peak_memory_mb():>10.0f}')
+    for per_step in (int(n) for n in args.users_per_step.split(',')):
+      score = lambda u, p: personalized.score_matrix(thetas[:u], probes[:p], spec, budget, users_per_step=per_step)
+      tile = personalized.tile_shape(users, args.probes, spec, budget, jax.device_count(), per_step)
+      score(*tile)  # compile the tile shape
+      seconds, _ = timed(score, users, args.probes)
+      rate = users * args.probes / seconds
+      print(f'{users:>7}{per_step:>9}{f"{tile[0]}x{tile[1]}":>12}{seconds:>10.2f}{rate:>12,.0f}{rate / loop_rate:>9.2f}'
+            f'{embed_rate:>15,.0f}{rate / embed_rate:>10.3f}{peak_memory_mb():>10.0f}')
   print(f'python loop over users: {loop_rate:,.0f} pairs/s; backbone embedding: {1 / embed_per_probe:.1f} probes/s')
 
 

@@ -45,22 +45,33 @@ def test_numpy_forward_equals_jax():
                              rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize('budget_pairs,impl', [(None, 'vmap'), (None, 'map'), (4, 'auto')])
-def test_score_matrix_equals_python_loop_over_users(budget_pairs, impl):
+@pytest.mark.parametrize('budget_probes,users_per_step', [(None, 1), (None, 2), (None, 5), (3, 1)])
+def test_score_matrix_equals_python_loop_over_users(budget_probes, users_per_step):
+  """Sequential users, vmapped groups (with a remainder), one vmap over all, and tiny tiles all equal a loop."""
   thetas = np.stack([np.asarray(verifier.init_theta(jax.random.key(i))) for i in range(5)])
   probes = np.asarray(jax.random.normal(jax.random.key(9), (7, 64, 64, 3)))
-  budget = 2 << 30 if budget_pairs is None else 3 * personalized.pair_activation_bytes(SPEC) * budget_pairs
-  scores = personalized.score_matrix(thetas, probes, memory_budget_bytes=budget, impl=impl)
+  per_probe = 4 * 64 * 64 * 3 + 3 * users_per_step * personalized.pair_activation_bytes(SPEC)
+  budget = 2 << 30 if budget_probes is None else 2 * budget_probes * per_probe
+  scores = personalized.score_matrix(thetas, probes, memory_budget_bytes=budget, users_per_step=users_per_step)
   loop = np.stack([np.asarray(verifier.apply(t, probes)) for t in thetas])
   np.testing.assert_allclose(scores, loop, rtol=1e-5, atol=1e-5)
 
 
-def test_tile_shape_respects_the_budget():
-  per_pair = 3 * personalized.pair_activation_bytes(SPEC)
-  users, probes = personalized.tile_shape(10_000, 1_000, SPEC, 1000 * per_pair, devices=1)
-  assert (users, probes) == (1, 1000)
-  users, probes = personalized.tile_shape(10_000, 1_000, SPEC, 64_000 * per_pair, devices=8)
-  assert probes == 1000 and users % 8 == 0 and users * probes <= 64_000
+def test_tile_shape_follows_the_memory_model():
+  # Per probe: its input (64*64*3 floats) + 3 activations of 32*32*16 floats per user of a step; per user row:
+  # theta (23,617 floats) + its scores. Half of the budget each.
+  per_probe = 4 * 64 * 64 * 3 + 3 * 4 * 32 * 32 * 16
+  assert personalized.pair_activation_bytes(SPEC) == 4 * 32 * 32 * 16
+  budget = 2 * 1000 * per_probe
+  assert personalized.tile_shape(10_000, 1_000, SPEC, budget) == (budget // 2 // (4 * (23_617 + 1_000)), 1000)
+  assert personalized.tile_shape(10_000, 1_000, SPEC, budget, users_per_step=4)[1] == (
+      budget // 2 // (4 * 64 * 64 * 3 + 4 * 3 * 4 * 32 * 32 * 16))  # = 294 probes
+  assert personalized.tile_shape(100, 1_000, SPEC, budget, devices=8) == (104, 1000)  # 13 users on each of 8
+
+
+def test_apply_many_rejects_a_zero_step():
+  with pytest.raises(ValueError, match='users_per_step'):
+    verifier.apply_many(jnp.zeros((2, SPEC.num_params)), jnp.zeros((1, 64, 64, 3)), users_per_step=0)
 
 
 def test_kmeans_matches_brute_force_assignment():

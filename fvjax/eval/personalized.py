@@ -1,11 +1,12 @@
 """Batched personalised verification: scores[u, p] = f(theta[u], probe[p]) for thousands of users at once.
 
-`verifier.apply_many` (f over many users: `jax.vmap` over theta on
-accelerators, `lax.map` on CPU) scores (user chunk x probe chunk) tiles sized
-so that one tile's activations stay under a memory budget, with the user axis
-of each tile split over all devices.
+`verifier.apply_many` maps f over the users (`users_per_step` of them vmapped
+together per sequential step). `score_matrix` cuts the U x P matrix into
+(user chunk x probe chunk) tiles sized by a memory budget per device, with the
+user axis of each tile split over all devices.
 """
 
+import functools
 import math
 
 import jax
@@ -25,27 +26,35 @@ def pair_activation_bytes(spec: verifier.VerifierSpec) -> int:
 
 
 def tile_shape(num_users: int, num_probes: int, spec: verifier.VerifierSpec, memory_budget_bytes: int,
-               devices: int = 1) -> tuple[int, int]:
-  """(users, probes) per tile: all probes if they fit, users a multiple of `devices`."""
-  pairs = max(1, memory_budget_bytes // (3 * pair_activation_bytes(spec)))  # ~3 live activations per layer
-  probes = min(num_probes, max(1, pairs // devices))
-  users = max(devices, (pairs // probes) // devices * devices)
-  return min(users, math.ceil(num_users / devices) * devices), probes
+               devices: int = 1, users_per_step: int = 1) -> tuple[int, int]:
+  """(users, probes) per tile, so that one device's share of a tile fits `memory_budget_bytes`.
+
+  Half of the budget holds one step's work: the tile's probes [p, s, s, C] and
+  ~3 live activations of `users_per_step` users on them. The other half holds
+  the device's tile rows: per user its theta [D] and its scores [p]. Users are a
+  multiple of `devices`.
+  """
+  half = memory_budget_bytes // 2
+  input_bytes = 4 * spec.input_size**2 * spec.in_channels
+  probes = min(num_probes, max(1, half // (input_bytes + 3 * users_per_step * pair_activation_bytes(spec))))
+  users_per_device = max(1, half // (4 * (spec.num_params + probes)))
+  return min(users_per_device, math.ceil(num_users / devices)) * devices, probes
 
 
 def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.VerifierSpec = verifier.VerifierSpec(),
-                 memory_budget_bytes: int = 2 << 30, mesh=None, impl: str = 'auto') -> np.ndarray:
+                 memory_budget_bytes: int = 2 << 30, mesh=None, users_per_step: int = 1) -> np.ndarray:
   """Logits [U, P] of every user's verifier on every probe.
 
   thetas: [U, num_params] generated weights. probes: [P, s, s, C] verifier inputs
-  (`fvjax.edge.verifier_input` of the aligned faces).
+  (`fvjax.edge.verifier_input` of the aligned faces). memory_budget_bytes: per device.
   """
   thetas, probes = np.asarray(thetas, np.float32), np.asarray(probes, np.float32)
   if thetas.ndim != 2 or thetas.shape[1] != spec.num_params:
     raise ValueError(f'thetas must be [U, {spec.num_params}], got {thetas.shape}')
   mesh = mesh or parallel.data_mesh()
-  users_per_tile, probes_per_tile = tile_shape(len(thetas), len(probes), spec, memory_budget_bytes, mesh.size)
-  score_tile = _tile_fn(spec, mesh, impl)
+  users_per_tile, probes_per_tile = tile_shape(len(thetas), len(probes), spec, memory_budget_bytes, mesh.size,
+                                               users_per_step)
+  score_tile = _tile_fn(spec, mesh, users_per_step)
   scores = np.empty((len(thetas), len(probes)), np.float32)
   for u0 in range(0, len(thetas), users_per_tile):
     users = _pad_to(thetas[u0:u0 + users_per_tile], users_per_tile)
@@ -57,9 +66,11 @@ def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.Verifier
   return scores
 
 
-def _tile_fn(spec, mesh, impl):
+@functools.lru_cache(maxsize=16)
+def _tile_fn(spec, mesh, users_per_step):
+  """The jitted tile scorer, cached so that repeated `score_matrix` calls compile once."""
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(lambda thetas, x: verifier.apply_many(thetas, x, spec, impl), in_shardings=(split, rep),
+  return jax.jit(lambda thetas, x: verifier.apply_many(thetas, x, spec, users_per_step), in_shardings=(split, rep),
                  out_shardings=split)
 
 
