@@ -141,9 +141,10 @@ them into one descriptor. This notebook reuses the `fvjax demo` runs.'''),
     ('code', '''\
 import jax.numpy as jnp
 from fvjax.train import coreset
+from fvjax.train.features import backbone_features
 
 aggregator, params, c_config = coreset.load_aggregator(WORKDIR / 'coreset')
-features, faces, _ = coreset.backbone_features(c_config, WORKDIR / 'coreset')  # raw features, cached by the run
+features, faces, _ = backbone_features(c_config.backbone_workdir)  # raw features, cached beside the backbone
 print(f"learned gamma {float(params['gamma']):.4f}; K = {aggregator.coreset_size}")
 _, test_idx = data.split_identities(faces.labels, 0.25, 0)
 person = np.unique(faces.labels[test_idx])[0]

@@ -70,14 +70,13 @@ def run_verify(user_path: str, image_paths: list[str], threshold: float | None) 
 
 
 def print_hyper_report(report: dict, command: str) -> None:
-  print(f"{'method':<30}{'params':>11}{'MAdds':>9}{'accuracy':>12}{'AUC':>8}{'TAR@FAR=1e-2':>14}")
-  rows = [('embedding_cosine', report['backbone_params'], report['backbone_madds'])] + [
-      (name, report['verifier_params'], report['verifier_madds'])
-      for name in ('verifier_enrol_first', 'verifier_enrol_second')]
-  for name, params, madds in rows:
-    r = report[name]
-    print(f"{name:<30}{params:>11,}{madds / 1e6:>8.1f}M{100 * r['accuracy']:>8.2f}±{100 * r['accuracy_std']:<4.1f}"
-          f"{r['auc']:>7.3f}{100 * r['tar_at_far']['0.01']:>13.1f}%")
+  print(f"{'pairs':<22}{'method':<24}{'params':>11}{'MAdds':>9}{'accuracy':>12}{'AUC':>8}{'TAR@FAR=1e-2':>14}")
+  sizes = {'embedding_cosine': (report['backbone_params'], report['backbone_madds'])}
+  for protocol, results in report['verification'].items():
+    for name, r in results.items():
+      params, madds = sizes.get(name, (report['verifier_params'], report['verifier_madds']))
+      print(f"{protocol:<22}{name:<24}{params:>11,}{madds / 1e6:>8.1f}M{100 * r['accuracy']:>8.2f}"
+            f"±{100 * r['accuracy_std']:<4.1f}{r['auc']:>7.3f}{100 * r['tar_at_far']['0.01']:>13.1f}%")
   print('(per probe image; the verifier runs alone on the device after enrolment; the embedding baseline runs the '
         f'backbone on every probe.) Reproduce: {command}')
 

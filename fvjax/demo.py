@@ -81,13 +81,13 @@ def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 85, pro
 def summary_rows(report: dict) -> list[dict]:
   """One row per method: what it is, its size, its protocol and its numbers."""
   h, c = report['hyper'], report['coreset']
-  e = c['enrolment']
-  image_pairs = f"{h['embedding_cosine']['pairs']:,} image pairs"
+  e, pairs = c['enrolment'], report['hyper']['verification']['held_out_identities']
+  image_pairs = f"{pairs['embedding_cosine']['pairs']:,} image pairs"
   probes = f"{e['users']} users x {e['genuine_pairs'] + e['impostor_pairs']:,} probes"
   templates = f"{c['templates']} templates, {sum(c['template_pairs'].values()):,} pairs"
   rows = [
-      ('backbone cosine', h['backbone_params'], h['backbone_madds'], image_pairs, h['embedding_cosine']),
-      ('verifier, enrol 1 image', h['verifier_params'], h['verifier_madds'], image_pairs, h['verifier_enrol_first']),
+      ('backbone cosine', h['backbone_params'], h['backbone_madds'], image_pairs, pairs['embedding_cosine']),
+      ('verifier, enrol 1 image', h['verifier_params'], h['verifier_madds'], image_pairs, pairs['verifier_enrol_first']),
       ('verifier, enrol 1 image', h['verifier_params'], h['verifier_madds'], probes, e['single_image']['verifier']),
       (f"verifier, enrol {e['set_size']} (coreset)", h['verifier_params'], h['verifier_madds'], probes,
        e['set_coreset']['verifier']),
@@ -118,10 +118,10 @@ def format_table(rows: list[dict]) -> str:
 def plot_roc(report: dict, path: Path) -> None:
   """ROC curves (log FAR) of the pair protocol (cosine vs verifier) and the template protocol (sets)."""
   from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
-  h, c = report['hyper'], report['coreset']
+  pairs, c = report['hyper']['verification']['held_out_identities'], report['coreset']
   panels = {
-      'image pairs, held-out identities': {'backbone cosine': h['embedding_cosine'],
-                                           'personalised verifier': h['verifier_enrol_first']},
+      'image pairs, held-out identities': {'backbone cosine': pairs['embedding_cosine'],
+                                           'personalised verifier': pairs['verifier_enrol_first']},
       'templates, held-out identities': {'coreset': c['sets']['coreset'], 'mean pooling': c['sets']['mean_pooling'],
                                          'norm-weighted pooling': c['sets']['norm_weighted_pooling']},
   }

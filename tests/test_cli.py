@@ -1,5 +1,7 @@
 import json
+from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -43,15 +45,29 @@ def test_demo_table_and_roc_figure(tmp_path):
                                                                                    'set_coreset')}
   report = {
       'hyper': {'backbone_params': 1_370_176, 'backbone_madds': 145_800_000, 'verifier_params': 23_617,
-                'verifier_madds': 2_800_000, 'embedding_cosine': result(2.0), 'verifier_enrol_first': result(1.0)},
+                'verifier_madds': 2_800_000, 'verification': {'held_out_identities': {
+                    'embedding_cosine': result(2.0), 'verifier_enrol_first': result(1.0)}}},
       'coreset': {'aggregator_params': 2_104_321, 'templates': 20, 'template_pairs': {'genuine': 10, 'impostor': 180},
                   'sets': {'coreset': result(3.0), 'mean_pooling': result(2.5), 'norm_weighted_pooling': result(0.5)},
                   'enrolment': {'users': 10, 'set_size': 3, 'genuine_pairs': 70, 'impostor_pairs': 630, **enrol}},
   }
   rows = demo.summary_rows(report)
   assert [r['method'] for r in rows][:2] == ['backbone cosine', 'verifier, enrol 1 image']
-  assert rows[0]['auc'] == report['hyper']['embedding_cosine']['auc'] and rows[5]['params'] == 2_104_321
+  held_out = report['hyper']['verification']['held_out_identities']
+  assert rows[0]['auc'] == held_out['embedding_cosine']['auc'] and rows[5]['params'] == 2_104_321
   table = demo.format_table(rows)
   assert 'coreset set descriptor' in table and '2,104,321' in table and '145.8M' in table
   demo.plot_roc(report, tmp_path / 'roc.png')
   assert (tmp_path / 'roc.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.mark.parametrize('path', sorted(Path('experiments').glob('*.py')), ids=lambda p: p.stem)
+def test_experiment_configs_set_only_known_fields(path):
+  """A misspelt field (`c.num_cluster = ...`) would silently add a key; every config must match its defaults."""
+  from fvjax.train import coreset, hyper, recognition
+  defaults = {'seesaw': recognition, 'hyper': hyper, 'coreset': coreset}[path.stem.split('_')[0]].default_config()
+  config = cli.load_config(path)
+  assert set(config.to_dict()) == set(defaults.to_dict())
+  for key, value in defaults.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      assert set(config[key].to_dict()) == set(value.to_dict()), key

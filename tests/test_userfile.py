@@ -2,12 +2,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from fvjax import cli, edge, userfile
+from fvjax.data import write_bin
 from fvjax.models import verifier
 from fvjax.train import hyper
 
@@ -61,16 +63,25 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
             '--set', 'total_steps=1', '--set', 'batch_size=8', '--set', 'eval_pairs=100',
             '--set', 'backbone=mobilefacenet'])
   _, before, _ = hyper.load_backbone(bb)
+  photos = [sorted(p.iterdir()) for p in sorted(Path(faces).iterdir()) if p.is_dir()][:3]
+  pairs = [pair for i in range(10)  # a tiny insightface .bin: 10 genuine, 10 impostor pairs, images (2i, 2i+1)
+           for pair in ((photos[i % 3][i % 9], photos[i % 3][i % 9 + 1]), (photos[i % 3][i], photos[(i + 1) % 3][i]))]
+  write_bin(tmp_path / 'tiny.bin', [f.read_bytes() for pair in pairs for f in pair],
+                 [a.parent == b.parent for a, b in pairs])
   cli.main(['hyper', '--config', 'experiments/hyper_celeba_cpu.py', '--workdir', str(hy),
             '--set', f'backbone_workdir={bb}', '--set', 'total_steps=3', '--set', 'users_per_batch=4',
             '--set', 'num_clusters=2', '--set', 'kcs_start=1', '--set', 'norm_penalty_start=2',
-            '--set', 'eval_pairs=100', '--set', 'hidden=16'])
+            '--set', 'eval_pairs=100', '--set', 'hidden=16', '--set', f'eval_bins=("{tmp_path / "tiny.bin"}",)'])
   _, after, _ = hyper.load_backbone(bb)
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))  # h_bb frozen
   report = json.loads((hy / 'report.json').read_text())
   assert report['verifier_params'] == 23_617 and report['backbone_params'] == 1_200_512
-  assert {'embedding_cosine', 'verifier_enrol_first', 'verifier_enrol_second'} <= set(report)
-  assert 'verifier_enrol_first' in capsys.readouterr().out
+  assert set(report['verification']) == {'held_out_identities', 'tiny'}
+  for protocol in report['verification'].values():
+    assert set(protocol) == {'embedding_cosine', 'verifier_enrol_first', 'verifier_enrol_second'}
+  assert report['verification']['tiny']['embedding_cosine']['pairs'] == 20
+  out = capsys.readouterr().out
+  assert 'verifier_enrol_first' in out and 'tiny' in out
 
   cs = tmp_path / 'coreset'
   coreset_args = ['coreset', '--config', 'experiments/coreset_celeba_cpu.py', '--workdir', str(cs),

@@ -3,7 +3,7 @@
 The frozen backbone comes from a recognition workdir (`fvjax train`); its
 identity split is reused, so test identities are unseen by the backbone and by
 the aggregator. Raw (un-normalised) features of every image and of its mirror
-are computed once and cached in `workdir/features.npz`.
+are computed once and streamed from disk (`fvjax.train.features`).
 
 Training sets: each of `sets_per_batch` sets is one training identity, a size
 drawn from U{1..max_set_size}, members drawn without replacement (with
@@ -39,10 +39,8 @@ from fvjax import checkpoint, data, models
 from fvjax.eval import sets, verification
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
+from fvjax.train.features import backbone_features, chunked
 from fvjax.train.loop import Task, train_from_config
-
-_DECODE_CHUNK = 4096  # images decoded at once when caching features
-
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -58,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval_every = 500
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-4, 'weight_decay': 1e-3,
                                            'schedule': 'piecewise', 'milestones': (), 'decay_factor': 0.1,
-                                           'grad_clip_norm': 1.0})
+                                           'warmup_steps': 0, 'grad_clip_norm': 1.0})
   c.total_steps = 2000
   c.seed = 0
   c.checkpoint_every = 500
@@ -130,30 +128,6 @@ def make_batches(features: np.ndarray, image_indices: np.ndarray, image_classes:
   return lambda start: (batch(step) for step in itertools.count(start))
 
 
-def backbone_features(config, workdir: Path) -> tuple[np.ndarray, data.FaceDataset, ml_collections.ConfigDict]:
-  """(raw features [N, 2, C] of every image and its mirror, the faces, the backbone's run config), cached."""
-  from fvjax.train import hyper
-  backbone, variables, bb_config = hyper.load_backbone(config.backbone_workdir)
-  faces = data.load_faces(bb_config.data_dir)
-  cache = workdir / 'features.npz'
-  key = json.dumps({'backbone_workdir': str(Path(config.backbone_workdir).resolve()), 'images': len(faces),
-                    'backbone_step': checkpoint.manager(Path(config.backbone_workdir) / 'checkpoints').latest_step()})
-  if cache.is_file():
-    cached = np.load(cache)
-    if str(cached['key']) == key:
-      return cached['features'], faces, bb_config
-  embed_fn = verification.backbone_embed_fn(backbone, variables)
-  chunks = []
-  for start in range(0, len(faces), _DECODE_CHUNK):  # bounded host memory for large datasets
-    images = data.decode_all(faces, np.arange(start, min(start + _DECODE_CHUNK, len(faces))))
-    chunks.append(np.stack([verification.embed_images(embed_fn, v, flip=False, normalize_output=False)
-                            for v in (images, images[:, :, ::-1])], axis=1))
-  features = np.concatenate(chunks)
-  workdir.mkdir(parents=True, exist_ok=True)
-  np.savez(cache, features=features, key=key)
-  return features, faces, bb_config
-
-
 def identity_split(faces: data.FaceDataset, bb_config, validation_fraction: float, seed: int):
   """(fit, validation, test) image indices: the backbone's split, its training identities split once more."""
   train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
@@ -171,9 +145,10 @@ def protocol_for(labels: np.ndarray, indices: np.ndarray, config, seed: int) -> 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains the aggregator with model selection on validation identities; evaluates on test identities."""
   workdir = Path(workdir)
-  features, faces, bb_config = backbone_features(config, workdir)
+  features, faces, bb_config = backbone_features(config.backbone_workdir, progress)
   fit_idx, val_idx, test_idx = identity_split(faces, bb_config, config.validation_fraction, config.seed)
-  check_sets(features.reshape(1, -1, features.shape[-1]))  # NaN / zero features from the backbone
+  for rows in chunked(np.arange(len(features))):  # NaN / zero features from the backbone
+    check_sets(features[rows].reshape(1, -1, features.shape[-1]))
   _, fit_classes = np.unique(faces.labels[fit_idx], return_inverse=True)
   model = SetClassifier(build_aggregator(config),
                         MarginHead(int(fit_classes.max()) + 1, MarginConfig(**config.margin)))

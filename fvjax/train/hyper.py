@@ -1,8 +1,11 @@
 """Hypernetwork personalised verifiers (Rozner et al., FG 2024): training and evaluation.
 
 The frozen backbone h_bb comes from a recognition workdir (`fvjax train`).
-Its embeddings and the verifier inputs of every image are computed once
-(h_bb never changes, so it never enters the train step). Each step draws
+Its features of every training image are computed once and streamed from disk
+(`fvjax.train.features`: h_bb never changes, so it never enters the train
+step); the probe images of each batch are decoded and resized to f's input in
+host threads ahead of the device, so the training set need not fit in memory
+(MS1MV2-scale `.rec` files stream the same way as a small folder). Each step draws
 `users_per_batch` identities (from one k-means cluster of identity centroids
 once `kcs_start` is reached: KCS hard negatives; uniformly before), one
 enrolment image and `positives_per_user` other images per user. Every user's
@@ -13,12 +16,17 @@ Loss = weighted BCE (positives weighted `positive_weight`, default
 #negatives / #positives) + norm_penalty * mean ||theta||^2, the penalty switched
 on from `norm_penalty_start` (the schedule of objectives; the paper's exact
 schedule is not readable here, so both switch points are config fields).
+
+Evaluation, the pair protocol: enrol with one image of a pair, probe with the
+other, in both orders, beside the embedding-cosine baseline of the same
+backbone; on pairs of the backbone run's held-out identities and on every
+insightface `.bin` set in `eval_bins` (LFW, CFP-FP, AgeDB-30, ...).
 """
 
-import itertools
 import json
 from pathlib import Path
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,7 +37,7 @@ from fvjax import checkpoint, data, edge, models, userfile
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
-from fvjax.train import kcs
+from fvjax.train import features as backbone_features, kcs
 from fvjax.train.loop import Task, train_from_config
 
 
@@ -52,7 +60,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 100
   c.keep_checkpoints = 2
   c.log_every = 20
-  c.eval_pairs = 3000
+  c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
+  c.eval_bins = ()  # insightface .bin verification sets for the pair protocol
+  c.decode_threads = 4  # host threads decoding each batch's probe images
   return c
 
 
@@ -89,31 +99,46 @@ def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[
   return verification.embed_images(embed_fn, images), edge.verifier_input(images, spec)
 
 
-def make_batches(embeddings, inputs, image_indices, image_labels, config, cluster_of, identities):
-  """batches(start) -> step-indexed user batches (pure function of (seed, step)).
+def make_batches(features, faces: data.FaceDataset, image_indices, image_labels, config, cluster_of, identities,
+                 spec: verifier.VerifierSpec, hosts: int | None = None, host: int | None = None):
+  """batches(start) -> this host's rows of the step-indexed user batches, from step `start` on.
 
-  image_indices / image_labels: the training images (rows of embeddings and inputs) and their identities;
-  identities [I] with cluster_of [I]: the identities that may be drawn as users.
+  features: the backbone's raw features [N, 2, C] (a memmap; enrolment embeddings are read row by row).
+  image_indices / image_labels: the training images and their identities; identities [I] with
+  cluster_of [I]: the identities that may be drawn as users. Batch s is a pure function of (seed, s):
+  enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_user [U*m] (the user each probe
+  belongs to, an index into the global batch), norm_weight [U]. With several hosts, host h gets the
+  contiguous block h of the users and their probes, so the hosts' blocks assemble the single-host batch.
   """
-  by_id = {i: image_indices[image_labels == i] for i in identities}
+  hosts = jax.process_count() if hosts is None else hosts
+  host = jax.process_index() if host is None else host
   u, m = config.users_per_batch, config.positives_per_user
+  if u % hosts:
+    raise ValueError(f'users_per_batch {u} does not split over {hosts} hosts')
+  order = np.argsort(image_labels, kind='stable')
+  ids, starts = np.unique(image_labels[order], return_index=True)
+  by_id = dict(zip(ids, np.split(image_indices[order], starts[1:])))
+  mine = slice(host * u // hosts, (host + 1) * u // hosts)
 
-  def batch(step):
+  def batch(step: int) -> dict:
     rng = np.random.default_rng([config.seed, step])
     if step >= config.kcs_start:
       users = identities[kcs.kcs_batch(cluster_of, u, rng)]
     else:
       users = rng.choice(identities, u, replace=False)
-    picks = [rng.choice(by_id[i], m + 1, replace=False) for i in users]
+    picks = np.stack([rng.choice(by_id[i], m + 1, replace=False) for i in users])[mine]  # [U/hosts, 1 + m]
+    probes = picks[:, 1:].ravel()
+    images = np.stack([data.decode_face(faces.source[int(i)]['image'], source=f'image #{i}') for i in probes])
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     return {
-        'enrol': embeddings[[p[0] for p in picks]],
-        'probes': inputs[np.concatenate([p[1:] for p in picks])],
-        'probe_user': np.repeat(np.arange(u), m).astype(np.int32),
-        'norm_weight': np.full(u, norm_weight, np.float32),
+        'enrol': backbone_features.embeddings(features, picks[:, 0]),
+        'probes': edge.verifier_input(images, spec),
+        'probe_user': np.repeat(np.arange(u)[mine], m).astype(np.int32),
+        'norm_weight': np.full(len(picks), norm_weight, np.float32),
     }
 
-  return lambda start: (batch(step) for step in itertools.count(start))
+  steps = grain.MapDataset.range(config.total_steps).map(batch)
+  return lambda start: data.iterate(steps, start, num_threads=config.decode_threads)
 
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, positive_weight: float,
@@ -139,60 +164,74 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
-  """Trains h_gen on the backbone run's training identities; evaluates on its held-out identities."""
+  """Trains h_gen on the backbone run's training identities; evaluates the pair protocol (see the module doc)."""
   workdir = Path(workdir)
   backbone, backbone_vars, bb_config = load_backbone(config.backbone_workdir)
+  features, faces, _ = backbone_features.backbone_features(config.backbone_workdir, progress)
   spec = verifier_spec(config)
-  faces = data.load_faces(bb_config.data_dir)
-  train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
-  embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
-  embeddings, inputs = prepare(data.decode_all(faces, np.arange(len(faces))), embed_fn, spec)
+  if bb_config.test_fraction:
+    train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
+  else:
+    train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
 
   train_labels = faces.labels[train_idx]
   usable = np.bincount(train_labels)[train_labels] >= config.positives_per_user + 1  # enrolment + positives
   image_indices, image_labels = train_idx[usable], train_labels[usable]
-  identities, centroids = kcs.identity_centroids(embeddings[image_indices], image_labels)
+  identities, centroids = kcs.identity_centroids(features, image_indices, image_labels)
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
-  batches = make_batches(embeddings, inputs, image_indices, image_labels, config, np.asarray(cluster_of), identities)
+  batches = make_batches(features, faces, image_indices, image_labels, config, np.asarray(cluster_of), identities,
+                         spec)
 
   generator = WeightGenerator(spec, config.hidden)
-  task = hyper_task(generator, spec, embeddings.shape[1], config.positive_weight, batches)
+  task = hyper_task(generator, spec, features.shape[-1], config.positive_weight, batches)
   state = train_from_config(task, config, workdir, progress=progress)
   generate = jax.jit(lambda e: generator.apply({'params': state.params}, e))
   report = {
       'verifier_params': spec.num_params,
       'verifier_madds': models.count_macs_of(lambda t, x: verifier.apply(t, x, spec),
-                                             jnp.zeros(spec.num_params), jnp.zeros((1, *inputs.shape[1:]))),
+                                             jnp.zeros(spec.num_params),
+                                             jnp.zeros((1, spec.input_size, spec.input_size, spec.in_channels))),
       'backbone_params': models.count_params(backbone_vars),
       'backbone_madds': models.count_flops(backbone, backbone_vars, models.INPUT_SHAPE),
-      **evaluate_pairs(generate, embeddings, inputs, faces.labels, test_idx, spec, config.eval_pairs, config.seed),
+      'verification': {},
   }
+  if len(test_idx):
+    pairs, issame = verification.make_pairs(faces.labels[test_idx], config.eval_pairs, config.seed)
+    rows = test_idx[pairs].ravel()
+    inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
+    report['verification']['held_out_identities'] = evaluate_pairs(
+        generate, backbone_features.embeddings(features, rows), inputs, issame, spec)
+  embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
+  for path in config.eval_bins:
+    encoded, issame = data.read_bin(path)
+    images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
+    embeddings, inputs = prepare(images, embed_fn, spec)
+    report['verification'][Path(path).stem] = evaluate_pairs(generate, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
 
 
-def evaluate_pairs(generate, embeddings, inputs, labels, test_idx, spec, num_pairs, seed) -> dict:
-  """Pair protocol on held-out identities: enrol with one image of a pair, probe with the other.
+def evaluate_pairs(generate, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
+                   spec: verifier.VerifierSpec) -> dict:
+  """The pair protocol on P pairs whose images are consecutive rows (2i, 2i+1), as in insightface `.bin` sets.
 
-  Reported for both orders (enrol a / probe b, and enrol b / probe a), beside
-  the embedding baseline (cosine of the same backbone's embeddings, symmetric).
+  embeddings [2P, E] (L2-normalised), inputs [2P, s, s, 3] (f's inputs), issame [P]. Reported for both
+  orders, enrol the first image and probe the second ('verifier_enrol_first') and the reverse
+  ('verifier_enrol_second'), beside the embedding baseline (cosine of the same embeddings, symmetric).
   """
-  pairs, issame = verification.make_pairs(labels[test_idx], num_pairs, seed)
-  pairs = test_idx[pairs]
-  members = np.unique(pairs)
-  thetas = np.asarray(generate(jnp.asarray(embeddings[members])))  # one verifier per image that enrols
-  member_pos = np.searchsorted(members, pairs)
+  pairs = np.arange(len(embeddings)).reshape(-1, 2)
   result = {'embedding_cosine': verification.verification_report(verification.pair_scores(embeddings, pairs), issame)}
   for name, (enrol, probe) in {'verifier_enrol_first': (0, 1), 'verifier_enrol_second': (1, 0)}.items():
-    scores = _pair_logits(thetas[member_pos[:, enrol]], inputs[pairs[:, probe]], spec)
+    scores = _pair_logits(generate, embeddings[pairs[:, enrol]], inputs[pairs[:, probe]], spec)
     result[name] = verification.verification_report(scores, issame)
   return result
 
 
-def _pair_logits(thetas: np.ndarray, probes: np.ndarray, spec) -> np.ndarray:
-  """f(theta[i], probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
+def _pair_logits(generate, enrol_embeddings: np.ndarray, probes: np.ndarray, spec, chunk: int = 512) -> np.ndarray:
+  """f(generate(enrol[i]), probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
   fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
-  return np.concatenate([np.asarray(fn(thetas[i:i + 512], probes[i:i + 512])) for i in range(0, len(thetas), 512)])
+  return np.concatenate([np.asarray(fn(generate(jnp.asarray(enrol_embeddings[i:i + chunk])), probes[i:i + chunk]))
+                         for i in range(0, len(probes), chunk)])
 
 
 def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str, aggregate: str = 'mean',

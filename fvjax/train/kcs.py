@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fvjax.train import features as features_lib
+
 
 def assign(points: jax.Array, centroids: jax.Array) -> jax.Array:
   """Index [N] of the nearest centroid [K, D] (squared Euclidean) of each point [N, D]; ties to the lower index."""
@@ -53,11 +55,18 @@ def kmeans(points: jax.Array, k: int, rng: jax.Array, iterations: int = 50) -> t
   return centroids, assign(points, centroids)
 
 
-def identity_centroids(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(identities [I], L2-normalised mean embedding per identity [I, D])."""
-  identities = np.unique(labels)
-  means = np.stack([embeddings[labels == i].mean(0) for i in identities])
-  return identities, means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+def identity_centroids(features: np.ndarray, image_indices: np.ndarray, labels: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """(identities [I], L2-normalised mean embedding per identity [I, C]) of the images `image_indices`.
+
+  features: the backbone's raw features [N, 2, C] (`fvjax.train.features`, a memmap), read in chunks;
+  labels [n]: the identity of each of the n images.
+  """
+  identities, inverse = np.unique(labels, return_inverse=True)
+  sums = np.zeros((len(identities), features.shape[-1]), np.float64)
+  for chunk in features_lib.chunked(np.arange(len(image_indices))):
+    np.add.at(sums, inverse[chunk], features_lib.embeddings(features, image_indices[chunk]))
+  return identities, sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
 def kcs_batch(cluster_of: np.ndarray, users_per_batch: int, rng: np.random.Generator) -> np.ndarray:

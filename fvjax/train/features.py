@@ -1,0 +1,70 @@
+"""Frozen-backbone features of a whole training set, computed once, streamed from disk.
+
+The hypernetwork and FaceCoresetNet both train on top of a frozen backbone, so
+its raw features of every image (and of its mirror) are computed in one pass
+and stored beside the backbone run as `features/features.npy`. The file is
+memory-mapped: training reads only the rows of each batch, so a set the size of
+MS1MV2 (5.8M images: 24 GB of float32 features) never has to fit in host memory.
+It is written under a temporary name and renamed when complete, with a key
+(backbone step, data path, image count) that invalidates it when the backbone
+or the data change; a half-written file is never read.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from fvjax import checkpoint, data
+from fvjax.eval import verification
+
+DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
+
+
+def backbone_features(backbone_workdir: str | Path, progress: bool = False
+                      ) -> tuple[np.ndarray, data.FaceDataset, ml_collections.ConfigDict]:
+  """(raw features [N, 2, C] of every image and its mirror (read-only memmap), the faces, the backbone's config)."""
+  from fvjax.train import hyper
+  backbone_workdir = Path(backbone_workdir)
+  backbone, variables, bb_config = hyper.load_backbone(backbone_workdir)
+  faces = data.load_faces(bb_config.data_dir)
+  folder = backbone_workdir / 'features'
+  path, key_path = folder / 'features.npy', folder / 'key.json'
+  key = {'backbone_step': checkpoint.manager(backbone_workdir / 'checkpoints').latest_step(),
+         'data_dir': str(bb_config.data_dir), 'images': len(faces)}
+  if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
+    return np.load(path, mmap_mode='r'), faces, bb_config
+  if not len(faces):
+    raise data.DatasetError(f'{bb_config.data_dir} holds no images')
+  folder.mkdir(parents=True, exist_ok=True)
+  embed_fn = verification.backbone_embed_fn(backbone, variables)
+  partial = folder / f'features.{jax.process_index()}.partial.npy'
+  out = None
+  for start in tqdm(range(0, len(faces), DECODE_CHUNK), desc='backbone features', disable=not progress):
+    images = data.decode_all(faces, np.arange(start, min(start + DECODE_CHUNK, len(faces))))
+    chunk = np.stack([verification.embed_images(embed_fn, v, flip=False, normalize_output=False)
+                      for v in (images, images[:, :, ::-1])], axis=1)
+    if out is None:
+      out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=(len(faces), *chunk.shape[1:]))
+    out[start:start + len(chunk)] = chunk
+  out.flush()
+  del out
+  os.replace(partial, path)  # complete: only now does it replace an older file
+  key_path.write_text(json.dumps(key))
+  return np.load(path, mmap_mode='r'), faces, bb_config
+
+
+def embeddings(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+  """The verification embeddings [n, C] of `rows`: image + mirror features summed, then L2-normalised
+  (what `verification.embed_images(..., flip=True)` gives for the same images)."""
+  summed = np.asarray(features[np.asarray(rows)], np.float32).sum(axis=1)
+  return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+
+
+def chunked(rows: np.ndarray, size: int = 1 << 16):
+  """Consecutive slices of `rows` of at most `size` (to stream over a memmap in bounded memory)."""
+  return (rows[start:start + size] for start in range(0, len(rows), size))

@@ -1,0 +1,85 @@
+"""Training data streamed from disk: the backbone feature cache, KCS centroids in chunks, per-host hyper batches."""
+
+import json
+
+import ml_collections
+import numpy as np
+import pytest
+
+from fvjax import cli, data
+from fvjax.eval import verification
+from fvjax.models import verifier
+from fvjax.train import features as features_lib
+from fvjax.train import hyper, kcs
+
+
+@pytest.fixture(scope='module')
+def backbone_run(tmp_path_factory):
+  """A 1-step MobileFaceNet run on the shipped AT&T faces (its features are what is under test, not its accuracy)."""
+  root = tmp_path_factory.mktemp('streaming')
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr('fvjax.data.folder.DEFAULT_CACHE', root / 'fvjax_cache')
+    cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(root / 'backbone'),
+              '--set', f'data_dir={cli.DEMO_DATA}', '--set', 'total_steps=1', '--set', 'batch_size=8',
+              '--set', 'eval_pairs=20', '--set', 'backbone=mobilefacenet'])
+    yield root / 'backbone'
+
+
+def test_features_are_cached_memory_mapped_and_equal_flip_embeddings(backbone_run):
+  features, faces, _ = features_lib.backbone_features(backbone_run)
+  path = backbone_run / 'features' / 'features.npy'
+  assert isinstance(features, np.memmap) and features.shape == (len(faces), 2, 512)
+  rows = np.array([0, 17, 5, 200])
+  backbone, variables, _ = hyper.load_backbone(backbone_run)
+  expected = verification.embed_images(verification.backbone_embed_fn(backbone, variables), data.decode_all(faces, rows))
+  np.testing.assert_allclose(features_lib.embeddings(features, rows), expected, atol=1e-5)
+
+  stamp = path.stat().st_mtime_ns
+  features_lib.backbone_features(backbone_run)
+  assert path.stat().st_mtime_ns == stamp  # reused
+
+  key = backbone_run / 'features' / 'key.json'
+  key.write_text(json.dumps({**json.loads(key.read_text()), 'backbone_step': -1}))  # another backbone step
+  again, _, _ = features_lib.backbone_features(backbone_run)
+  assert path.stat().st_mtime_ns != stamp
+  np.testing.assert_array_equal(again, features)
+  assert not list(path.parent.glob('*.partial.npy'))  # the temporary file became the cache
+
+
+def test_identity_centroids_by_hand():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(6, 2, 4)).astype(np.float32)
+  image_indices, labels = np.array([5, 0, 2, 3]), np.array([7, 3, 7, 3])
+  identities, centroids = kcs.identity_centroids(features, image_indices, labels)
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+  emb = unit(features.sum(1))
+  np.testing.assert_array_equal(identities, [3, 7])
+  np.testing.assert_allclose(centroids, unit(np.stack([emb[0] + emb[3], emb[5] + emb[2]])), rtol=1e-5)
+
+
+def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
+  features, faces, _ = features_lib.backbone_features(backbone_run)
+  config = ml_collections.ConfigDict({'users_per_batch': 4, 'positives_per_user': 2, 'seed': 3, 'kcs_start': 2,
+                                      'norm_penalty': 0.5, 'norm_penalty_start': 1, 'total_steps': 4,
+                                      'decode_threads': 2})
+  identities = np.unique(faces.labels)
+  cluster_of = np.arange(len(identities)) % 2
+  spec = verifier.VerifierSpec()
+
+  def batches(hosts, host, start):
+    return list(hyper.make_batches(features, faces, np.arange(len(faces)), faces.labels, config, cluster_of,
+                                   identities, spec, hosts=hosts, host=host)(start))
+
+  single = batches(1, 0, 0)
+  assert len(single) == 4
+  for later, earlier in zip(batches(1, 0, 2), single[2:]):  # batch s depends on s alone: resuming repeats nothing
+    for k in later:
+      np.testing.assert_array_equal(later[k], earlier[k])
+  halves = zip(batches(2, 0, 0), batches(2, 1, 0))
+  for step, (first, second) in enumerate(halves):
+    for k in single[step]:
+      np.testing.assert_array_equal(np.concatenate([first[k], second[k]]), single[step][k])
+  np.testing.assert_array_equal(single[3]['probe_user'], np.repeat(np.arange(4), 2))
+  np.testing.assert_array_equal([b['norm_weight'][0] for b in single], [0.0, 0.5, 0.5, 0.5])
+  probes = single[0]['probes']
+  assert probes.shape == (8, 64, 64, 3) and -1 <= probes.min() and probes.max() <= 1
