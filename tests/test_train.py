@@ -57,10 +57,12 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_resuming_a_different_run_is_refused(tmp_path):
-  train(tiny_task(), TX, LoopConfig(total_steps=2, checkpoint_every=2), tmp_path, run_meta={'lr': 0.1}, progress=False)
-  with pytest.raises(checkpoint.CheckpointError, match='different run'):
-    train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2), tmp_path, run_meta={'lr': 0.2},
-          progress=False)
+  saved = {'lr': 0.1, 'optimizer': {'name': 'sgd', 'momentum': 0.9}, 'seed': 0}
+  train(tiny_task(), TX, LoopConfig(total_steps=2, checkpoint_every=2), tmp_path, run_meta=saved, progress=False)
+  changed = {'lr': 0.2, 'optimizer': {'name': 'sgd', 'momentum': 0.8}, 'seed': 0, 'new_field': 1}
+  message = r'different run \(its config differs in lr, new_field, optimizer\.momentum\)'
+  with pytest.raises(checkpoint.CheckpointError, match=message):
+    train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2), tmp_path, run_meta=changed, progress=False)
 
 
 def test_nan_loss_stops_with_the_step(tmp_path):

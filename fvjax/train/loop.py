@@ -119,8 +119,8 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   if restored is not None:
     state, meta, _ = restored
     if meta.get('run') != run_meta:
-      raise checkpoint.CheckpointError(
-          f'{workdir} holds checkpoints of a different run (its config differs); use a new workdir')
+      raise checkpoint.CheckpointError(f'{workdir} holds checkpoints of a different run (its config differs in '
+                                       f'{_differing_keys(meta.get("run") or {}, run_meta)}); use a new workdir')
   start = int(state.step)
   end = min(config.total_steps, stop_at or config.total_steps)
   step_fn = make_train_step(task, tx, config.seed, mesh, learning_rate_fn)
@@ -152,6 +152,18 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   bar.close()
   mgr.wait_until_finished()
   return state
+
+
+def _differing_keys(saved: dict, current: dict, prefix: str = '') -> str:
+  """The dotted config keys whose values differ between two nested dicts, e.g. 'lr, optimizer.name'."""
+  keys = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
+    if isinstance(a, dict) and isinstance(b, dict):
+      keys += [k for k in _differing_keys(a, b, f'{prefix}{key}.').split(', ') if k]
+    elif a != b:
+      keys.append(f'{prefix}{key}')
+  return ', '.join(keys)
 
 
 def _even_batches(batches: Iterator[dict], mesh) -> Iterator[dict]:
