@@ -117,9 +117,11 @@ def main(argv: list[str] | None = None) -> None:
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
-  train = _add_config_arguments(sub.add_parser('train', help='train and evaluate an experiment config'))
-  train.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
-  _add_config_arguments(sub.add_parser('hyper', help='train hypernetwork personalised verifiers on a trained backbone'))
+  multi_host = {'train': 'train and evaluate an experiment config',
+                'hyper': 'train hypernetwork personalised verifiers on a trained backbone'}
+  for name, help_text in multi_host.items():
+    _add_config_arguments(sub.add_parser(name, help=help_text)).add_argument(
+        '--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
   _add_config_arguments(sub.add_parser('coreset', help='train the FaceCoresetNet set aggregator on a trained backbone'))
   enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
   enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
@@ -148,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
           f'{len(user.theta):,} weights)')
     return
 
+  if args.command in ('train', 'hyper'):
+    from fvjax import parallel
+    parallel.initialize_distributed(parallel.DistributedConfig(enabled=args.distributed))
   if args.command == 'hyper':
     from fvjax.train import hyper as hyper_training
     print_hyper_report(hyper_training.run(load_config(args.config, args.set), args.workdir), command)
@@ -164,9 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(acc: 10-fold accuracy on balanced pairs, chance 50%. MAdds per probe image.) Reproduce: {command}")
     print(f"report: {Path(args.workdir) / 'report.json'}; ROC curves: {Path(args.workdir) / 'roc.png'}")
     return
-  from fvjax import parallel
   from fvjax.train import recognition
-  parallel.initialize_distributed(parallel.DistributedConfig(enabled=args.distributed))
   report = recognition.run(load_config(args.config, args.set), args.workdir)
   if report.get('finished', True):
     print_report(report, command)

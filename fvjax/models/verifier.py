@@ -83,7 +83,7 @@ def apply_many(thetas: jax.Array, inputs: jax.Array, spec: VerifierSpec = Verifi
   convolutions). users_per_step=1: one dense convolution of all P inputs per
   user; users_per_step >= U: a single vmap over every user. Measured with
   `benchmarks/personalized.py` (U = 10,000, P = 1,000): 1 is the fastest both on
-  XLA:CPU (6x a full vmap, 2 cores) and on an H100 (1.2x groups of 32 or more).
+  XLA:CPU (6x a full vmap, 2 cores) and on an H100 (1.7x groups of 32).
   conv_impl: as in `apply`.
   """
   if users_per_step < 1:

@@ -37,7 +37,7 @@ from fvjax import checkpoint, data, edge, models, userfile
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
-from fvjax.train import features as backbone_features, kcs
+from fvjax.train import features as features_lib, kcs
 from fvjax.train.loop import Task, train_from_config
 
 
@@ -131,7 +131,7 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
     images = np.stack([data.decode_face(faces.source[int(i)]['image'], source=f'image #{i}') for i in probes])
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     return {
-        'enrol': backbone_features.embeddings(features, picks[:, 0]),
+        'enrol': features_lib.embeddings(features, picks[:, 0]),
         'probes': edge.verifier_input(images, spec),
         'probe_user': np.repeat(np.arange(u)[mine], m).astype(np.int32),
         'norm_weight': np.full(len(picks), norm_weight, np.float32),
@@ -167,7 +167,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   """Trains h_gen on the backbone run's training identities; evaluates the pair protocol (see the module doc)."""
   workdir = Path(workdir)
   backbone, backbone_vars, bb_config = load_backbone(config.backbone_workdir)
-  features, faces, _ = backbone_features.backbone_features(config.backbone_workdir, progress)
+  features, faces, _ = features_lib.backbone_features(config.backbone_workdir, progress)
   spec = verifier_spec(config)
   if bb_config.test_fraction:
     train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
@@ -200,7 +200,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     rows = test_idx[pairs].ravel()
     inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
     report['verification']['held_out_identities'] = evaluate_pairs(
-        generate, backbone_features.embeddings(features, rows), inputs, issame, spec)
+        generate, features_lib.embeddings(features, rows), inputs, issame, spec)
   embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
   for path in config.eval_bins:
     encoded, issame = data.read_bin(path)
