@@ -36,11 +36,12 @@ import numpy as np
 import optax
 
 from fvjax import checkpoint, data, models
-from fvjax.eval import sets, verification
+from fvjax.eval import sets
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
 from fvjax.train.features import backbone_features, chunked
 from fvjax.train.loop import Task, train_from_config
+
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
