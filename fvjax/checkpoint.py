@@ -59,6 +59,17 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: Any = None,
   return restored['state'], restored['meta'], step
 
 
+def load_run_config(workdir: str | os.PathLike) -> tuple[dict, int]:
+  """(run config dict, step) of the latest checkpoint of a `fvjax` workdir, without restoring its state."""
+  directory = Path(workdir) / 'checkpoints'
+  mgr = manager(directory) if directory.is_dir() else None
+  step = mgr.latest_step() if mgr else None
+  if step is None:
+    raise FileNotFoundError(f'no checkpoint under {directory}')
+  meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+  return meta['run'], step
+
+
 def load_run(workdir: str | os.PathLike) -> tuple[dict, dict]:
   """(state as saved, run config dict) of the latest checkpoint of a finished `fvjax` workdir."""
   directory = Path(workdir) / 'checkpoints'

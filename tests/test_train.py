@@ -122,6 +122,9 @@ def test_load_run_returns_saved_state_and_shares_the_damage_error(tmp_path):
                 progress=False)
   saved, run = checkpoint.load_run(tmp_path)
   assert run == {'lr': 0.1}
+  assert checkpoint.load_run_config(tmp_path) == ({'lr': 0.1}, 2)  # the config alone, no state restored
+  with pytest.raises(FileNotFoundError, match='no checkpoint under'):
+    checkpoint.load_run_config(tmp_path / 'elsewhere')
   assert leaves_equal(saved['params'], state.params)
   with pytest.raises(FileNotFoundError, match='no checkpoints under'):
     checkpoint.load_run(tmp_path / 'elsewhere')

@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import data
+from fvjax import data, edge
 from fvjax.eval import personalized, verification
 from fvjax.models import l2_normalize
 from fvjax.models.coreset import CoresetAggregator
 from fvjax.models.hypernet import enrolment_embedding
+from fvjax.train import features as features_lib
 
 
 def enrolment_sets(labels: np.ndarray, indices: np.ndarray, set_size: int,
@@ -57,12 +58,11 @@ def compare(hyper_workdir: str | Path, backbone_workdir: str | Path, aggregator:
   from fvjax.train import hyper
   generator, gen_params, h_config = hyper.load_generator(hyper_workdir)
   hyper.require_same_backbone(h_config.backbone_workdir, backbone_workdir, hyper_workdir, 'of the sets')
-  backbone, backbone_vars, _ = hyper.load_backbone(h_config.backbone_workdir)
   spec = generator.spec
   enrolled, probes, owner = enrolment_sets(faces.labels, test_idx, set_size, seed)
   used = np.concatenate([enrolled.ravel(), probes])
-  images = data.decode_all(faces, used)
-  embeddings, inputs = hyper.prepare(images, verification.backbone_embed_fn(backbone, backbone_vars), spec)
+  embeddings = features_lib.embeddings(features, used)  # what the generator was trained on (flip-summed, unit)
+  inputs = edge.verifier_input(data.decode_all(faces, used), spec)
   row = {image: i for i, image in enumerate(used)}
   set_rows = np.vectorize(row.get)(enrolled)  # [U, set_size] rows of embeddings
   probe_rows = np.vectorize(row.get)(probes)

@@ -28,19 +28,20 @@ DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
 def backbone_features(backbone_workdir: str | Path, progress: bool = False
                       ) -> tuple[np.ndarray, data.FaceDataset, ml_collections.ConfigDict]:
   """(raw features [N, 2, C] of every image and its mirror (read-only memmap), the faces, the backbone's config)."""
-  from fvjax.train import hyper
   backbone_workdir = Path(backbone_workdir)
-  backbone, variables, bb_config = hyper.load_backbone(backbone_workdir)
+  run, step = checkpoint.load_run_config(backbone_workdir)  # the cache check needs no backbone weights
+  bb_config = ml_collections.ConfigDict(run)
   faces = data.load_faces(bb_config.data_dir)
   folder = backbone_workdir / 'features'
   path, key_path = folder / 'features.npy', folder / 'key.json'
-  key = {'backbone_step': checkpoint.manager(backbone_workdir / 'checkpoints').latest_step(),
-         'data_dir': str(bb_config.data_dir), 'images': len(faces)}
+  key = {'backbone_step': step, 'data_dir': str(bb_config.data_dir), 'images': len(faces)}
   if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
     return np.load(path, mmap_mode='r'), faces, bb_config
   if not len(faces):
     raise data.DatasetError(f'{bb_config.data_dir} holds no images')
   folder.mkdir(parents=True, exist_ok=True)
+  from fvjax.train import hyper
+  backbone, variables, _ = hyper.load_backbone(backbone_workdir)
   embed_fn = verification.backbone_embed_fn(backbone, variables)
   partial = folder / f'features.{jax.process_index()}.partial.npy'
   out = None
