@@ -115,15 +115,20 @@ thetas = np.asarray(generator.apply({'params': gen_params}, embeddings[first]))
 scores = personalized.score_matrix(thetas, inputs, generator.spec)  # [users, probes]
 print(f'{thetas.shape[0]} verifiers x {thetas.shape[1]:,} weights; scores {scores.shape}')
 
+ranked = (scores - scores.mean(1, keepdims=True)) / scores.std(1, keepdims=True)  # each verifier's own scale
 fig, ax = plt.subplots(figsize=(9, 3))
-im = ax.imshow(scores, aspect='auto', cmap='coolwarm', vmin=-abs(scores).max(), vmax=abs(scores).max())
+im = ax.imshow(ranked, aspect='auto', cmap='coolwarm', vmin=-3, vmax=3)
 ax.set_xlabel('probe photo (grouped by person)')
 ax.set_ylabel('enrolled person')
-fig.colorbar(im, label='logit')
+fig.colorbar(im, label='logit, standardised per row')
 plt.tight_layout()'''),
     ('markdown', '''\
-A good verifier bank shows a bright block on each row's own person. The verifiers' size is the point: each row is
-computed by a 23,617-parameter net (2.8M MAdds per photo) instead of the 1.37M-parameter backbone.'''),
+Each row is standardised (its mean subtracted, divided by its spread), so verifiers with different offsets share one
+colour scale. A good verifier bank shows a red block on each row's own person. At this demo scale the verifiers are
+weak (the table above: about 56% pair accuracy against 96% for the backbone's cosine), so the blocks are faint and the
+vertical stripes (probes that every verifier scores alike) dominate; the paper trains on MS1MV2's 85k identities. The
+verifiers' size is the point: each row is computed by a 23,617-parameter net (2.8M MAdds per photo) instead of the
+1.37M-parameter backbone.'''),
     ('code', '''\
 own = labels[None, :] == unseen[:, None]
 print(f'mean logit on own photos {scores[own].mean():+.2f}, on others {scores[~own].mean():+.2f}')'''),
@@ -180,8 +185,8 @@ def write(path: Path, cells) -> None:
   nbformat.write(nb, path)
 
 
+NOTEBOOKS = {'quickstart': QUICKSTART, 'hypernetwork': HYPERNETWORK, 'facecoresetnet': FACECORESETNET}
+
 if __name__ == '__main__':
-  here = Path(__file__).parent
-  write(here / 'quickstart.ipynb', QUICKSTART)
-  write(here / 'hypernetwork.ipynb', HYPERNETWORK)
-  write(here / 'facecoresetnet.ipynb', FACECORESETNET)
+  for name, cells in NOTEBOOKS.items():
+    write(Path(__file__).parent / f'{name}.ipynb', cells)
