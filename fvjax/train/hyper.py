@@ -49,15 +49,18 @@ def default_config() -> ml_collections.ConfigDict:
   c.users_per_batch = 16
   c.positives_per_user = 2
   c.num_clusters = 6
-  c.kcs_start = 100
+  # The schedule of objectives: plain weighted BCE on uniformly drawn users first, then KCS hard negatives and the
+  # norm penalty. Switching both on early (step 100 of 400) left f a constant (training BCE at ln 2) on CelebA;
+  # at half-way the verifiers reach the embedding baseline (experiments/README.md).
+  c.kcs_start = 1000
   c.positive_weight = 0.0  # 0: #negatives / #positives of the batch
   c.norm_penalty = 1e-4
-  c.norm_penalty_start = 100
+  c.norm_penalty_start = 1000
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
                                            'schedule': 'cosine', 'warmup_steps': 20})
-  c.total_steps = 400
+  c.total_steps = 2000
   c.seed = 0
-  c.checkpoint_every = 100
+  c.checkpoint_every = 500
   c.keep_checkpoints = 2
   c.log_every = 20
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
