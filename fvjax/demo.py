@@ -39,10 +39,10 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
 
   hy = hyper.default_config()
   hy.backbone_workdir = str(workdir / 'backbone')
-  hy.total_steps = 150
+  hy.total_steps = 300
   hy.users_per_batch = 8
   hy.num_clusters = 3
-  hy.kcs_start = hy.norm_penalty_start = 50
+  hy.kcs_start = hy.norm_penalty_start = 150
   hy.checkpoint_every = 50
   hy.eval_pairs = 1000
 
