@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -40,17 +41,22 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: Any = None,
 
   `abstract_state` gives structure, shapes, dtypes and shardings
   (e.g. `jax.eval_shape` output with `.sharding` set, or concrete arrays); without
-  it the state comes back as saved, a nested dict of host arrays (for loading a
-  finished run whose Python structure the caller does not rebuild).
+  it the state comes back as saved, a nested dict of NumPy arrays (for loading a
+  finished run whose Python structure the caller does not rebuild), whatever
+  devices it was saved from: a run trained on 8 GPUs loads on a laptop.
   """
   step = mgr.latest_step() if step is None else step
   if step is None:
     return None
   where = Path(mgr.directory) / str(step)
-  abstract = None if abstract_state is None else jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
   try:
-    restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                         meta=ocp.args.JsonRestore()))
+    if abstract_state is None:
+      saved = ocp.StandardCheckpointHandler().metadata(where / 'state').tree
+      as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
+      state_args = ocp.args.PyTreeRestore(restore_args=as_numpy)
+    else:
+      state_args = ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state))
+    restored = mgr.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
   except Exception as e:  # orbax / tensorstore raise many types on damaged files
     others = [s for s in mgr.all_steps() if s != step]
     hint = f'; other steps present: {others}' if others else ''
