@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> None:
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
   multi_host = {'train': 'train and evaluate an experiment config',
-                'hyper': 'train hypernetwork personalised verifiers on a trained backbone'}
+                'hyper': 'train hypernetwork personalised verifiers on a trained backbone',
+                'coreset': 'train the FaceCoresetNet set aggregator on a trained backbone'}
   for name, help_text in multi_host.items():
     _add_config_arguments(sub.add_parser(name, help=help_text)).add_argument(
         '--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
-  _add_config_arguments(sub.add_parser('coreset', help='train the FaceCoresetNet set aggregator on a trained backbone'))
   enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
   enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
   enroll.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
@@ -150,9 +150,9 @@ def main(argv: list[str] | None = None) -> None:
           f'{len(user.theta):,} weights)')
     return
 
-  if args.command in ('train', 'hyper'):
+  if args.command in multi_host:
     from fvjax import parallel
-    parallel.initialize_distributed(parallel.DistributedConfig(enabled=args.distributed))
+    parallel.initialize_distributed(parallel.DistributedConfig.from_environment(args.distributed))
   if args.command == 'hyper':
     from fvjax.train import hyper as hyper_training
     print_hyper_report(hyper_training.run(load_config(args.config, args.set), args.workdir), command)

@@ -1,4 +1,5 @@
-"""Training data streamed from disk: the backbone feature cache, KCS centroids in chunks, per-host hyper batches."""
+"""Training data streamed from disk: the backbone feature cache, KCS centroids in chunks, per-host hyper and
+coreset batches."""
 
 import json
 
@@ -10,7 +11,7 @@ from fvjax import cli, data
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.train import features as features_lib
-from fvjax.train import hyper, kcs
+from fvjax.train import coreset, hyper, kcs
 
 
 @pytest.fixture(scope='module')
@@ -83,3 +84,35 @@ def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
   np.testing.assert_array_equal([b['norm_weight'][0] for b in single], [0.0, 0.5, 0.5, 0.5])
   probes = single[0]['probes']
   assert probes.shape == (8, 64, 64, 3) and -1 <= probes.min() and probes.max() <= 1
+
+
+def test_coreset_batches_are_step_indexed_split_over_hosts_and_drawn_within_one_identity():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(40, 2, 8)).astype(np.float32)
+  image_indices = np.arange(4, 40)  # rows 0..3 are not training images
+  image_classes = np.arange(len(image_indices)) % 3
+  config = ml_collections.ConfigDict({'sets_per_batch': 6, 'max_set_size': 5, 'seed': 1})
+
+  def batches(hosts, host, start, count=3):
+    stream = coreset.make_batches(features, image_indices, image_classes, config, hosts=hosts, host=host)(start)
+    return [next(stream) for _ in range(count)]
+
+  single = batches(1, 0, 0)
+  for later, earlier in zip(batches(1, 0, 1, count=2), single[1:]):  # batch s depends on s alone
+    for k in later:
+      np.testing.assert_array_equal(later[k], earlier[k])
+  for step, blocks in enumerate(zip(*(batches(3, h, 0) for h in range(3)))):
+    for k in single[step]:
+      np.testing.assert_array_equal(np.concatenate([b[k] for b in blocks]), single[step][k])
+  with pytest.raises(ValueError, match='sets_per_batch 6 does not split over 4 hosts'):
+    batches(4, 0, 0)
+
+  for b in single:
+    sizes = b['mask'].sum(1)
+    assert b['features'].shape == (6, 5, 8) and sizes.min() >= 1 and sizes.max() <= 5
+    np.testing.assert_array_equal(b['mask'], np.arange(5) < sizes[:, None])  # members first, then padding
+    assert not b['features'][~b['mask']].any()
+    for set_features, size, label in zip(b['features'], sizes, b['label']):
+      own = features[image_indices[image_classes == label]].reshape(-1, 8)  # images and mirrors of the identity
+      for member in set_features[:size]:
+        assert (own == member).all(axis=1).any()

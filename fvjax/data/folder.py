@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fvjax import parallel
 from fvjax.imageio import decode_face
 
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.bmp', '.gif', '.tif', '.tiff', '.webp'})
@@ -107,8 +108,12 @@ class FaceDataset:
 def load_identity_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> FaceDataset:
   """Prepares (once; cached under `cache_dir`/tfds) and opens an identity folder."""
   tfds.disable_progress_bar()
-  builder = IdentityFolder(root=root, data_dir=str(Path(cache_dir or DEFAULT_CACHE) / 'tfds'))
-  builder.download_and_prepare()
+  def prepared_builder() -> IdentityFolder:  # made after the build, so that it reads the finished dataset
+    builder = IdentityFolder(root=root, data_dir=str(Path(cache_dir or DEFAULT_CACHE) / 'tfds'))
+    builder.download_and_prepare()
+    return builder
+
+  builder = parallel.first_host_first(prepared_builder, f'dataset {root}')
   source = builder.as_data_source('images')
   labels = np.asarray([source[i]['label'] for i in range(len(source))], dtype=np.int32)
   return FaceDataset(source=source, labels=labels, names=builder.info.features['label'].names)

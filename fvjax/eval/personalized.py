@@ -3,7 +3,7 @@
 `verifier.apply_many` maps f over the users (`users_per_step` of them vmapped
 together per sequential step). `score_matrix` cuts the U x P matrix into
 (user chunk x probe chunk) tiles sized by a memory budget per device, with the
-user axis of each tile split over all devices.
+user axis of each tile split over all devices (of all hosts).
 """
 
 import functools
@@ -68,10 +68,14 @@ def score_matrix(thetas: np.ndarray, probes: np.ndarray, spec: verifier.Verifier
 
 @functools.lru_cache(maxsize=16)
 def _tile_fn(spec, mesh, users_per_step):
-  """The jitted tile scorer, cached so that repeated `score_matrix` calls compile once."""
+  """The jitted tile scorer, cached so that repeated `score_matrix` calls compile once.
+
+  Each device scores its users; the tile's scores come back replicated (a small all-gather), so that every
+  host of a multi-host mesh can read the whole tile.
+  """
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   return jax.jit(lambda thetas, x: verifier.apply_many(thetas, x, spec, users_per_step), in_shardings=(split, rep),
-                 out_shardings=split)
+                 out_shardings=rep)
 
 
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:

@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import checkpoint, data, models
+from fvjax import checkpoint, data, models, parallel
 from fvjax.eval import sets
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
@@ -104,27 +104,34 @@ def set_task(model: SetClassifier, feature_size: int, batches) -> Task:
   return Task(init=init, loss=loss, batches=batches)
 
 
-def make_batches(features: np.ndarray, image_indices: np.ndarray, image_classes: np.ndarray, config):
-  """batches(start) -> step-indexed set batches (pure function of (seed, step)).
+def make_batches(features: np.ndarray, image_indices: np.ndarray, image_classes: np.ndarray, config,
+                 hosts: int | None = None, host: int | None = None):
+  """batches(start) -> this host's rows of the step-indexed set batches (pure function of (seed, step)).
 
   features [N, 2, C] (image, mirror); image_indices / image_classes: training images and their class in
-  0..num_classes-1. Batch: features [S, T, C], mask [S, T], label [S] with T = max_set_size.
+  0..num_classes-1. Global batch: features [S, T, C], mask [S, T], label [S] with S = sets_per_batch and
+  T = max_set_size. Every host draws the whole batch's members (indices: cheap) and reads the features of
+  its own block of sets only; the hosts' blocks in order assemble the single-host batch.
   """
   by_class = [image_indices[image_classes == k] for k in range(int(image_classes.max()) + 1)]
   s, t = config.sets_per_batch, config.max_set_size
+  mine = parallel.host_block(s, 'sets_per_batch', hosts, host)
 
   def batch(step):
     rng = np.random.default_rng([config.seed, step])
     labels = rng.integers(0, len(by_class), s)
-    out = np.zeros((s, t, features.shape[-1]), np.float32)
-    mask = np.zeros((s, t), bool)
-    for i, label in enumerate(labels):
+    draws = []  # (members, image-or-mirror) of each set
+    for label in labels:
       pool = by_class[label]
       n = int(rng.integers(1, t + 1))
-      members = rng.choice(pool, n, replace=n > len(pool))
-      out[i, :n] = features[members, rng.integers(0, 2, n)]
-      mask[i, :n] = True
-    return {'features': out, 'mask': mask, 'label': labels.astype(np.int32)}
+      draws.append((rng.choice(pool, n, replace=n > len(pool)), rng.integers(0, 2, n)))
+    draws = draws[mine]
+    out = np.zeros((len(draws), t, features.shape[-1]), np.float32)
+    mask = np.zeros((len(draws), t), bool)
+    for i, (members, views) in enumerate(draws):
+      out[i, :len(members)] = features[members, views]
+      mask[i, :len(members)] = True
+    return {'features': out, 'mask': mask, 'label': labels[mine].astype(np.int32)}
 
   return lambda start: (batch(step) for step in itertools.count(start))
 
@@ -199,7 +206,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
-  tmp = path.with_suffix(path.suffix + '.tmp')
+  """Writes `path` whole or not at all; every host writes the same payload through its own temporary file."""
+  tmp = path.with_suffix(f'{path.suffix}.{jax.process_index()}.tmp')
   tmp.write_bytes(payload)
   tmp.replace(path)
 

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import checkpoint, data, edge, models, userfile
+from fvjax import checkpoint, data, edge, models, parallel, userfile
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
@@ -113,15 +113,11 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   belongs to, an index into the global batch), norm_weight [U]. With several hosts, host h gets the
   contiguous block h of the users and their probes, so the hosts' blocks assemble the single-host batch.
   """
-  hosts = jax.process_count() if hosts is None else hosts
-  host = jax.process_index() if host is None else host
   u, m = config.users_per_batch, config.positives_per_user
-  if u % hosts:
-    raise ValueError(f'users_per_batch {u} does not split over {hosts} hosts')
+  mine = parallel.host_block(u, 'users_per_batch', hosts, host)
   order = np.argsort(image_labels, kind='stable')
   ids, starts = np.unique(image_labels[order], return_index=True)
   by_id = dict(zip(ids, np.split(image_indices[order], starts[1:])))
-  mine = slice(host * u // hosts, (host + 1) * u // hosts)
 
   def batch(step: int) -> dict:
     rng = np.random.default_rng([config.seed, step])

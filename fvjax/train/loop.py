@@ -10,6 +10,7 @@ stream is indexed by step (`fvjax.data.train_batches`), so the checkpointed
 resumed ends with the same parameters as an uninterrupted run.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -126,10 +127,10 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   step_fn = make_train_step(task, tx, config.seed, mesh, learning_rate_fn)
   batches = prefetch_to_device(_even_batches(task.batches(start), mesh), parallel.batch_sharding(mesh))
   log_path = workdir / 'metrics.jsonl'
-  bar = tqdm(total=end, initial=start, desc='train', disable=not progress or jax.process_index() != 0,
-             dynamic_ncols=True)
+  lead = jax.process_index() == 0  # one host logs and shows progress
+  bar = tqdm(total=end, initial=start, desc='train', disable=not progress or not lead, dynamic_ncols=True)
   window_start, window_images = time.perf_counter(), 0
-  with log_path.open('a') as log:
+  with log_path.open('a') if lead else contextlib.nullcontext() as log:
     for step in range(start + 1, end + 1):
       batch = next(batches)
       state, metrics = step_fn(state, batch)
@@ -140,11 +141,11 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
         # A finite loss can hide NaN gradients (e.g. relu(NaN) = 0 in XLA): check both, before saving.
         raise NonFiniteLossError(f'loss {metrics["loss"]}, gradient norm {metrics["grad_norm"]} at step {step}; '
                                  f'checkpoints up to step {mgr.latest_step()} are kept in {workdir / "checkpoints"}')
-      window_images += len(jax.tree.leaves(batch)[0])
+      window_images += len(jax.tree.leaves(batch)[0]) * jax.process_count()  # the global batch's images
       bar.update(1)
       bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
       checkpoint.save(mgr, step, state, {'run': run_meta, 'step': step}, force=step == end)
-      if step % config.log_every == 0 or step == end:
+      if lead and (step % config.log_every == 0 or step == end):
         elapsed = time.perf_counter() - window_start
         log.write(json.dumps({'step': step, **metrics, 'images_per_s': window_images / elapsed}) + '\n')
         log.flush()
