@@ -49,8 +49,8 @@ def initialize_distributed(config: DistributedConfig) -> None:
 def first_host_first(prepare: Callable[[], T], what: str) -> T:
   """Runs `prepare` on host 0, then (once every host has reached this point) on the others.
 
-  For work that fills storage the hosts share, such as building a dataset or a feature cache: host 0 does it
-  once and the other hosts find it done, where all of them at once would race on the same files. On storage
+  For work that fills storage the hosts share, such as building a dataset cache: host 0 does it once and the
+  other hosts find it done, where all of them at once would race on the same files. On storage
   that is not shared, every host still prepares its own copy. Every host must call it at the same point (it
   holds a barrier), and `prepare` must not itself wait on the other hosts. what: names the barrier.
   """
