@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fvjax import parallel
 from fvjax.imageio import normalize
 
 DEFAULT_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -116,8 +117,10 @@ def embed_images(embed_fn: Callable[[jax.Array], jax.Array], images: np.ndarray,
 
   With `flip`, the embeddings of each image and its mirror are summed before
   normalising (the standard face-verification test-time augmentation). The last
-  batch is zero-padded so `embed_fn` compiles once.
+  batch is zero-padded so `embed_fn` compiles once; `batch_size` is rounded up to a multiple of the local device
+  count, over which `jit_embed` splits it.
   """
+  batch_size = -(-batch_size // jax.local_device_count()) * jax.local_device_count()
   outputs = []
   for start in range(0, len(images), batch_size):
     chunk = normalize(images[start:start + batch_size])
@@ -155,6 +158,13 @@ def verification_report(scores: np.ndarray, issame: np.ndarray, n_folds: int = 1
   }
 
 
+def jit_embed(fn: Callable[[jax.Array], jax.Array]) -> Callable[[np.ndarray], jax.Array]:
+  """`fn` (images [B, ...] -> embeddings [B, E]) jitted with the batch split over this host's devices
+  (B must be a multiple of `jax.local_device_count()`; `embed_images` pads to one)."""
+  sharding = parallel.batch_sharding(parallel.data_mesh(jax.local_devices()))
+  return jax.jit(fn, in_shardings=sharding, out_shardings=sharding)
+
+
 def backbone_embed_fn(model, variables) -> Callable[[np.ndarray], jax.Array]:
   """A jitted inference forward: normalised images [B, 112, 112, 3] -> embeddings [B, E]."""
-  return jax.jit(lambda x: model.apply(variables, jnp.asarray(x), train=False))
+  return jit_embed(lambda x: model.apply(variables, x, train=False))
