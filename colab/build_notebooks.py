@@ -62,14 +62,15 @@ _, test_idx = data.split_identities(faces.labels, 0.25, 0)  # the demo's split: 
 unseen = [faces.names[i] for i in np.unique(faces.labels[test_idx])]
 person, others = unseen[0], unseen[1:4]
 photos = sorted((DATA / person).iterdir())
-user = hyper.enroll(WORKDIR / 'hyper', photos[:1], person)
+enrolment = np.stack([data.decode_face(p.read_bytes(), source=str(p)) for p in photos[:1]])  # aligned crops
+user = hyper.enroll(WORKDIR / 'hyper', enrolment, [p.name for p in photos[:1]], person)
 probes = photos[1:5] + [sorted((DATA / o).iterdir())[0] for o in others]
 images = np.stack([data.decode_face(p.read_bytes(), source=str(p)) for p in probes])
 spec = edge.VerifierSpec.from_dict(user.spec)
 logits = edge.numpy_forward(user.theta, edge.verifier_input(images, spec), spec)
 
 fig, axes = plt.subplots(1, len(probes) + 1, figsize=(2 * (len(probes) + 1), 2.6))
-axes[0].imshow(data.decode_face(photos[0].read_bytes()))
+axes[0].imshow(enrolment[0])
 axes[0].set_title(f'enrolled: {person}', fontsize=9)
 for ax, path, image, logit in zip(axes[1:], probes, images, logits):
   ax.imshow(image)
@@ -99,17 +100,17 @@ tiny CNN f that answers "is this my user?". Many users are scored at once by `ja
     ('code', TRAIN),
     ('markdown', '## Every unseen person enrolled from one photo, scored on every photo of every unseen person'),
     ('code', '''\
+from fvjax import backbones
 from fvjax.eval import personalized
-from fvjax.eval.verification import backbone_embed_fn
 
 generator, gen_params, h_config = hyper.load_generator(WORKDIR / 'hyper')
-backbone, backbone_vars, _ = hyper.load_backbone(h_config.backbone_workdir)
+backbone = backbones.load(h_config.backbone)
 faces = data.load_faces(DATA)
 _, test_idx = data.split_identities(faces.labels, 0.25, 0)  # the demo's split: never trained on
 labels = faces.labels[test_idx]
 unseen = np.unique(labels)
 images = data.decode_all(faces, test_idx)  # uint8 [N, 112, 112, 3]
-embeddings, inputs = hyper.prepare(images, backbone_embed_fn(backbone, backbone_vars), generator.spec)
+embeddings, inputs = hyper.prepare(images, backbone.features_fn, generator.spec)
 first = np.array([np.flatnonzero(labels == u)[0] for u in unseen])  # each person's enrolment photo
 thetas = np.asarray(generator.apply({'params': gen_params}, embeddings[first]))
 scores = personalized.score_matrix(thetas, inputs, generator.spec)  # [users, probes]
@@ -145,11 +146,13 @@ them into one descriptor. This notebook reuses the `fvjax demo` runs.'''),
     ('code', TRAIN),
     ('code', '''\
 import jax.numpy as jnp
+from fvjax import backbones
 from fvjax.train import coreset
 from fvjax.train.features import backbone_features
 
 aggregator, params, c_config = coreset.load_aggregator(WORKDIR / 'coreset')
-features, faces, _ = backbone_features(c_config.backbone_workdir)  # raw features, cached beside the backbone
+backbone = backbones.load(c_config.backbone)
+features, faces = backbone_features(backbone, backbone.data_split(c_config).data_dir)  # raw features, cached
 print(f"learned gamma {float(params['gamma']):.4f}; K = {aggregator.coreset_size}")
 _, test_idx = data.split_identities(faces.labels, 0.25, 0)
 person = np.unique(faces.labels[test_idx])[0]

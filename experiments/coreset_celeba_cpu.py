@@ -17,7 +17,7 @@ from fvjax.train import coreset
 
 def get_config():
   c = coreset.default_config()
-  c.backbone_workdir = 'runs/seesaw_celeba_cpu'
+  c.backbone = 'runs/seesaw_celeba_cpu'
   c.hyper_workdir = 'runs/hyper_celeba_cpu'
   c.sets_per_batch = 32
   c.max_set_size = 20

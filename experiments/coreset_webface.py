@@ -22,7 +22,7 @@ STEPS_PER_EPOCH = 50
 
 def get_config():
   c = coreset.default_config()
-  c.backbone_workdir = os.path.join('runs', 'seesaw_webface')
+  c.backbone = os.path.join('runs', 'seesaw_webface')
   c.sets_per_batch = 20
   c.max_set_size = 20
   c.optimizer.learning_rate = 1e-4

@@ -15,7 +15,7 @@ from fvjax.train import hyper
 
 def get_config():
   c = hyper.default_config()
-  c.backbone_workdir = 'runs/seesaw_celeba_cpu'
+  c.backbone = 'runs/seesaw_celeba_cpu'
   c.total_steps = 2000
   c.users_per_batch = 16
   c.positives_per_user = 2

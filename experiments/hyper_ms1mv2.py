@@ -25,7 +25,7 @@ VERIFICATION_SETS = ('lfw', 'cfp_fp', 'cfp_ff', 'agedb_30', 'calfw', 'cplfw')
 def get_config():
   root = os.path.join(os.environ.get('FVJAX_DATA_DIR', '/data'), 'faces_emore')
   c = hyper.default_config()
-  c.backbone_workdir = os.path.join('runs', 'seesaw_ms1mv2')
+  c.backbone = os.path.join('runs', 'seesaw_ms1mv2')
   c.hidden = 512
   c.users_per_batch = 64  # a multiple of the device count
   c.positives_per_user = 3

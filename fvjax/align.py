@@ -21,9 +21,14 @@ import dataclasses
 import functools
 import warnings
 
+import os
+from pathlib import Path
+
 import numpy as np
 
-CROP_SIZE = 112
+from fvjax import imageio
+
+CROP_SIZE = imageio.FACE_SIZE
 # insightface's ArcFace template: left eye, right eye, nose tip, left and right mouth corners (x, y), 112x112.
 INSIGHTFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
                                  [70.7299, 92.2041]])
@@ -148,3 +153,22 @@ def align_photo(image: np.ndarray, source: str = '<image>') -> np.ndarray:
   crop_to_image = similarity_transform(DLIB_POINTS_ON_INSIGHTFACE_CROP, landmarks)
   sampler = BilinearSampler.from_affine(crop_to_image, image.shape[:2], (CROP_SIZE, CROP_SIZE))
   return np.clip(np.rint(sampler(np.asarray(image))), 0, 255).astype(np.uint8)
+
+
+ALIGN_MODES = ('auto', 'always', 'never')
+
+
+def read_face(path: str | os.PathLike, mode: str = 'auto') -> np.ndarray:
+  """An image file -> an insightface-aligned uint8 crop [112, 112, 3].
+
+  mode: 'always' aligns the largest face found (`align_photo`); 'never' takes the image as an aligned crop
+  (other sizes are scaled and padded, `imageio.decode_face`); 'auto' takes 112x112 images as aligned crops and
+  aligns every other image.
+  """
+  if mode not in ALIGN_MODES:
+    raise ValueError(f'unknown align mode {mode!r}; expected one of {ALIGN_MODES}')
+  image = imageio.decode_image(Path(path).read_bytes(), source=str(path))
+  is_crop = image.shape[:2] == (CROP_SIZE, CROP_SIZE)
+  if mode == 'never' or (mode == 'auto' and is_crop):
+    return image if is_crop else imageio.fit_and_pad(image, CROP_SIZE)
+  return align_photo(image, source=str(path))

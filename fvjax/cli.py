@@ -10,7 +10,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fvjax import edge, imageio, userfile
+from fvjax import align, edge, userfile
 
 ASSETS = Path(__file__).parent / 'assets'
 DEMO_DATA = ASSETS / 'att_faces'
@@ -56,17 +56,27 @@ def _image_paths(items: list[str]) -> list[Path]:
   return [Path(p) for p in items]
 
 
-def run_verify(user_path: str, image_paths: list[str], threshold: float | None) -> None:
+def run_verify(user_path: str, image_paths: list[str], threshold: float | None, align_mode: str = 'auto') -> None:
   """Scores images with a user's verifier in NumPy; prints score, probability and decision per image."""
   user = userfile.load(user_path)
   spec = edge.VerifierSpec.from_dict(user.spec)
   threshold = user.threshold if threshold is None else threshold
-  faces = [imageio.decode_face(Path(p).read_bytes(), source=str(p)) for p in image_paths]
+  faces = [align.read_face(p, align_mode) for p in image_paths]
   logits = edge.numpy_forward(user.theta, edge.verifier_input(np.stack(faces), spec), spec)
   print(f"user {user.name!r} (threshold {threshold:+.3f})")
   for path, logit in zip(image_paths, logits):
     decision = 'ACCEPT' if logit >= threshold else 'reject'
     print(f'{decision}  logit {logit:+8.3f}  p={1 / (1 + np.exp(-logit)):.3f}  {path}')
+
+
+def print_pair_reports(reports: dict[str, dict], command: str) -> None:
+  print(f"{'pair set':<24}{'pairs':>7}{'accuracy':>13}{'AUC':>8}{'TAR@FAR=1e-2':>14}{'TAR@FAR=1e-3':>14}")
+  for name, r in reports.items():
+    tars = r['tar_at_far']
+    print(f"{name:<24}{r['pairs']:>7}{100 * r['accuracy']:>8.2f}±{100 * r['accuracy_std']:<4.2f}{r['auc']:>8.4f}"
+          f"{100 * tars['0.01']:>13.1f}%{100 * tars['0.001']:>13.1f}%")
+  print(f'(10-fold accuracy, threshold chosen on the other nine folds; TAR@FAR below 1/#impostor pairs: nan.) '
+        f'Reproduce: {command}')
 
 
 def print_hyper_report(report: dict, command: str) -> None:
@@ -131,25 +141,51 @@ def main(argv: list[str] | None = None) -> None:
   enroll.add_argument('--aggregate', choices=('mean', 'coreset'), default='mean',
                       help='several images -> one enrolment: mean embedding, or FaceCoresetNet descriptor')
   enroll.add_argument('--coreset', default=None, help='coreset workdir (`fvjax coreset`), for --aggregate coreset')
+  align_help = ('auto: 112x112 images are aligned crops, other images are raw photos whose largest face is aligned '
+                "(needs pip install 'fvjax[align]'); always; never: take every image as a crop")
+  enroll.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=align_help)
+  evaluate = sub.add_parser('eval', help='pair verification of a backbone: LFW, .bin sets, held-out identities')
+  evaluate.add_argument('--backbone', required=True, help="'pretrained:dlib_resnet' or a `fvjax train` workdir")
+  evaluate.add_argument('--pairs', required=True, nargs='+',
+                        help='LFW-layout folders (pairs.txt), insightface .bin files, or identity folders '
+                             '(random pairs of their held-out identities)')
+  evaluate.add_argument('--geometry', choices=('align', 'resize'), default='align',
+                        help="pretrained backbones: crop -> the network's input by similarity transform or resize")
+  evaluate.add_argument('--no-flip', dest='flip', action='store_false', help='no mirrored-image averaging')
+  evaluate.add_argument('--num-pairs', type=int, default=3000, help='pairs drawn from an identity folder')
+  evaluate.add_argument('--test-fraction', type=float, default=0.25, help="identity folders' held-out fraction")
+  evaluate.add_argument('--split-seed', type=int, default=0)
   verify = sub.add_parser('verify', help="score images against a user file (NumPy only: no JAX needed)")
   verify.add_argument('user', help='.fvjax user file')
   verify.add_argument('images', nargs='+')
   verify.add_argument('--threshold', type=float, default=None, help="logit threshold (default: the file's)")
+  verify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=align_help)
   args = parser.parse_args(argv)
   command = 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])
 
   if args.command == 'verify':
-    run_verify(args.user, args.images, args.threshold)
+    run_verify(args.user, args.images, args.threshold, args.align)
     return
   if args.command == 'enroll':
     from fvjax.train import hyper as hyper_training
     paths = _image_paths(args.images)
-    user = hyper_training.enroll(args.hyper, paths, args.name or Path(args.out).stem, args.aggregate, args.coreset)
+    faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
+    user = hyper_training.enroll(args.hyper, faces, [p.name for p in paths], args.name or Path(args.out).stem,
+                                 args.aggregate, args.coreset)
     userfile.save(args.out, user)
     print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
           f'{len(user.theta):,} weights)')
     return
 
+  if args.command == 'eval':
+    from fvjax import backbones
+    from fvjax.eval import pairs
+    backbone = backbones.load(args.backbone, args.geometry)
+    print(f'backbone {backbone.source}: {backbone.params:,} params, {backbone.madds / 1e6:.1f}M MAdds per image'
+          f"{', flip-averaged' if args.flip else ''}")
+    print_pair_reports(pairs.evaluate(backbone, args.pairs, args.flip, args.num_pairs, args.test_fraction,
+                                      args.split_seed), command)
+    return
   if args.command in multi_host:
     from fvjax import parallel
     parallel.initialize_distributed(parallel.DistributedConfig.from_environment(args.distributed))

@@ -38,7 +38,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
   bb.eval_pairs = 1000
 
   hy = hyper.default_config()
-  hy.backbone_workdir = str(workdir / 'backbone')
+  hy.backbone = str(workdir / 'backbone')
   hy.total_steps = 300
   hy.users_per_batch = 8
   hy.num_clusters = 3
@@ -47,7 +47,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
   hy.eval_pairs = 1000
 
   cs = coreset.default_config()
-  cs.backbone_workdir = str(workdir / 'backbone')
+  cs.backbone = str(workdir / 'backbone')
   cs.hyper_workdir = str(workdir / 'hyper')
   cs.sets_per_batch = 16
   cs.max_set_size = 8

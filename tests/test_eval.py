@@ -1,3 +1,4 @@
+import json
 
 import numpy as np
 import pytest
@@ -89,25 +90,77 @@ def test_roc_needs_both_classes():
     v.roc_curve(np.array([0.1, 0.2]), np.array([True, True]))
 
 
-def test_evaluate_bin_set_end_to_end(tmp_path):
+def _png(seed):
   import io
 
   from PIL import Image
+  buf = io.BytesIO()
+  Image.fromarray(np.random.default_rng(seed).integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, 'PNG')
+  return buf.getvalue()
 
+
+def _pixels(x):
+  return x.reshape(len(x), -1)[:, ::97]  # pixels as the "embedding": same image -> cosine 1
+
+
+def test_pair_set_report_on_a_bin_set(tmp_path):
   from fvjax import data
-  from fvjax.train.recognition import evaluate_bin
-
-  def png(seed):
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, 'PNG')
-    return buf.getvalue()
+  from fvjax.eval import pairs
 
   # 10 pairs: even pairs are the same image twice (issame), odd pairs two different random images.
   images, issame = [], []
   for i in range(10):
-    images += [png(i), png(i) if i % 2 == 0 else png(100 + i)]
+    images += [_png(i), _png(i) if i % 2 == 0 else _png(100 + i)]
     issame.append(i % 2 == 0)
   data.write_bin(tmp_path / 'toy.bin', images, issame)
-  embed_fn = lambda x: x.reshape(len(x), -1)[:, ::97]  # pixels as the "embedding": same image -> cosine 1
-  report = evaluate_bin(tmp_path / 'toy.bin', embed_fn, flip=False)
+  report = pairs.pair_set_report(tmp_path / 'toy.bin', _pixels, flip=False)
   assert report['pairs'] == 10 and report['accuracy'] == 1.0 and report['auc'] == 1.0
+
+
+def write_lfw(root, folds=10):
+  """An LFW-layout folder as LFW distributes it: pairs.txt (tab-separated, `folds n` header) + name/name_000i.jpg.
+  Genuine pairs are one image twice over (image 1 and a byte copy, image 2); impostors two people."""
+  people = ['Ann_Lee', 'Bob_Ray', 'Cy_Twombly'] + [f'Person_{k}' for k in range(folds - 2)]
+  for k, name in enumerate(people):
+    (root / name).mkdir(parents=True)
+    (root / name / f'{name}_0001.jpg').write_bytes(_png(k))
+    (root / name / f'{name}_0002.jpg').write_bytes(_png(k))
+  lines = [f'{folds}\t1']
+  for f in range(folds):
+    lines += [f'{people[f]}\t1\t2', f'{people[f]}\t1\t{people[f + 1]}\t2']
+  (root / 'pairs.txt').write_text('\n'.join(lines) + '\n')
+  return root
+
+
+def test_lfw_pairs_read_in_file_order(tmp_path):
+  from fvjax import data
+  from fvjax.eval import pairs
+
+  root = write_lfw(tmp_path / 'lfw')
+  encoded, issame = data.read_pairs(root)
+  assert issame.tolist() == [True, False] * 10
+  assert encoded[0] == (root / 'Ann_Lee' / 'Ann_Lee_0001.jpg').read_bytes()
+  assert encoded[3] == (root / 'Bob_Ray' / 'Bob_Ray_0002.jpg').read_bytes()  # 'Ann_Lee 1 Bob_Ray 2'
+  assert encoded[5] == (root / 'Bob_Ray' / 'Bob_Ray_0002.jpg').read_bytes()  # 'Bob_Ray 1 2'
+  data.write_bin(tmp_path / 'same.bin', encoded, issame)  # the same pairs as a .bin score the same
+  from_folder = pairs.pair_set_report(root, _pixels, flip=False)
+  from_bin = pairs.pair_set_report(tmp_path / 'same.bin', _pixels, flip=False)
+  assert json.dumps(from_folder) == json.dumps(from_bin)  # (NaN != NaN: compare the text)
+  assert pairs.report_name(root) == 'lfw'
+
+
+def test_lfw_errors_name_the_problem(tmp_path):
+  from fvjax import data
+
+  with pytest.raises(data.DatasetError, match='pairs.txt does not exist'):
+    data.read_pairs(tmp_path)
+  root = write_lfw(tmp_path / 'lfw')
+  (root / 'Cy_Twombly' / 'Cy_Twombly_0002.jpg').unlink()
+  with pytest.raises(data.DatasetError, match='images that do not exist, e.g. .*Cy_Twombly_0002.jpg'):
+    data.read_pairs(root)
+  (root / 'pairs.txt').write_text('10\t300\nAnn_Lee\t1\t2\n')
+  with pytest.raises(data.DatasetError, match='1 pair lines, the header announces 6000'):
+    data.read_pairs(root)
+  (root / 'pairs.txt').write_text('1\t1\nAnn_Lee\t1\nAnn_Lee\t1\tBob_Ray\t1\n')
+  with pytest.raises(data.DatasetError, match=r'pairs.txt:2: expected'):
+    data.read_pairs(root)

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from fvjax import edge
+from fvjax import backbones, edge
 from fvjax.eval import personalized
 from fvjax.models import count_macs_of, hypernet, verifier
 from fvjax.train import hyper, kcs
@@ -142,6 +142,9 @@ def test_enrolment_from_several_images_and_from_none():
 
 
 def test_runs_on_different_backbones_are_not_combined(tmp_path):
-  hyper.require_same_backbone(tmp_path / 'bb', tmp_path / 'x' / '..' / 'bb', 'hyper', 'coreset')  # same place
-  with pytest.raises(ValueError, match='trained on the backbone of .*bb, the run coreset on .*other'):
-    hyper.require_same_backbone(tmp_path / 'bb', tmp_path / 'other', 'hyper', 'coreset')
+  backbones.require_same(tmp_path / 'bb', tmp_path / 'x' / '..' / 'bb', 'hyper', 'coreset')  # same place
+  with pytest.raises(ValueError, match='trained on the backbone .*bb, the run coreset on .*other'):
+    backbones.require_same(tmp_path / 'bb', tmp_path / 'other', 'hyper', 'coreset')
+  backbones.require_same('pretrained:dlib_resnet', 'pretrained:dlib_resnet', 'hyper', 'coreset')
+  with pytest.raises(ValueError, match='pretrained:dlib_resnet, the run coreset on .*bb'):
+    backbones.require_same('pretrained:dlib_resnet', tmp_path / 'bb', 'hyper', 'coreset')

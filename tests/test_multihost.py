@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fvjax import checkpoint, cli, edge, userfile
+from fvjax import align, checkpoint, cli, edge, userfile
 from fvjax.train import hyper
 
 pytestmark = pytest.mark.slow
@@ -76,9 +76,9 @@ def runs(tmp_path_factory):
   for base, hosts, devices in ((two, 2, 1), (root / 'one_host', 1, 2)):
     base.mkdir()
     run_fvjax(['train', *BACKBONE, '--workdir', str(base / 'backbone')], base, hosts, devices)
-    run_fvjax(['hyper', *HYPER, '--workdir', str(base / 'hyper'), '--set', f'backbone_workdir={two / "backbone"}'],
+    run_fvjax(['hyper', *HYPER, '--workdir', str(base / 'hyper'), '--set', f'backbone={two / "backbone"}'],
               base, hosts, devices)
-  run_fvjax(['coreset', *CORESET, '--workdir', str(two / 'coreset'), '--set', f'backbone_workdir={two / "backbone"}',
+  run_fvjax(['coreset', *CORESET, '--workdir', str(two / 'coreset'), '--set', f'backbone={two / "backbone"}',
              '--set', f'hyper_workdir={two / "hyper"}'], two, hosts=2)
   return root
 
@@ -104,7 +104,8 @@ def test_what_two_hosts_trained_loads_and_enrols_in_one_process(runs, tmp_path):
   report = json.loads((two / 'coreset' / 'report.json').read_text())
   assert {'single_image', 'set_mean', 'set_coreset'} <= set(report['enrolment'])
   images = sorted((cli.DEMO_DATA / 's1').iterdir())[:3]
-  user = hyper.enroll(two / 'hyper', images, 'someone', 'coreset', two / 'coreset')
+  faces = np.stack([align.read_face(p, 'never') for p in images])
+  user = hyper.enroll(two / 'hyper', faces, [p.name for p in images], 'someone', 'coreset', two / 'coreset')
   userfile.save(tmp_path / 'someone.fvjax', user)
   theta = userfile.load(tmp_path / 'someone.fvjax').theta
   assert theta.shape == (edge.VerifierSpec.from_dict(user.spec).num_params,) and np.isfinite(theta).all()

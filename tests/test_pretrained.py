@@ -152,3 +152,49 @@ def test_missing_tensor_is_named():
   del tensors['conv64_1/conv2/scale/biases']
   with pytest.raises(ValueError, match='conv64_1/conv2/scale/biases'):
     dlib_resnet.params_from_face_api(tensors)
+
+
+def photo_from_crop(crop: np.ndarray, angle_deg: float, scale: float, offset, canvas_hw=(360, 480)) -> np.ndarray:
+  """A 'raw photo': the crop rotated, scaled and placed on a grey canvas (a known similarity transform)."""
+  image = Image.fromarray(crop).resize((round(112 * scale),) * 2, Image.BICUBIC).rotate(angle_deg, expand=True,
+                                                                                      fillcolor=(128, 128, 128))
+  canvas = Image.new('RGB', canvas_hw[::-1], (128, 128, 128))
+  canvas.paste(image, offset)
+  return np.asarray(canvas)
+
+
+def test_a_raw_photo_aligns_back_to_its_crop(model, celeba_dir, tmp_path):
+  crop = crops(celeba_dir, 1, stride=1)[0]
+  photo = photo_from_crop(crop, angle_deg=12, scale=2.2, offset=(150, 60))
+  path = tmp_path / 'selfie.jpg'
+  Image.fromarray(photo).save(path, quality=95)
+  aligned = align.read_face(path)  # not 112x112: aligned automatically
+  assert aligned.shape == (112, 112, 3) and aligned.dtype == np.uint8
+  centre = (slice(24, 88), slice(24, 88))  # the face itself: the crop's borders were never in the photo
+  assert np.abs(aligned[centre].astype(float) - crop[centre]).mean() < 20
+  assert (model.embed(aligned[None]) @ model.embed(crop[None]).T).item() > 0.98
+  as_is = align.imageio.fit_and_pad(align.imageio.decode_image(path.read_bytes()), 112)
+  np.testing.assert_array_equal(align.read_face(path, 'never'), as_is)  # 'never': scaled and padded only
+
+
+def test_no_face_and_several_faces(celeba_dir, tmp_path):
+  blank = tmp_path / 'wall.png'
+  Image.new('RGB', (200, 160), (90, 120, 150)).save(blank)
+  with pytest.raises(align.FaceNotFoundError, match='no face found in .*wall.png'):
+    align.read_face(blank)
+  small, large = crops(celeba_dir, 2)
+
+  def photo(name, faces):
+    canvas = Image.new('RGB', (520, 300), (128, 128, 128))
+    for face, size, place in faces:
+      canvas.paste(Image.fromarray(face).resize((size, size), Image.BICUBIC), place)
+    canvas.save(tmp_path / name)
+    return tmp_path / name
+
+  group = photo('group.png', [(small, 120, (20, 90)), (large, 250, (240, 25))])
+  alone = photo('alone.png', [(large, 250, (240, 25))])
+  with pytest.warns(UserWarning, match='2 faces in .*group.png: using the largest'):
+    aligned = align.read_face(group)
+  np.testing.assert_array_equal(aligned, align.read_face(alone))  # the large face, as it is aligned on its own
+  with pytest.raises(ValueError, match='unknown align mode'):
+    align.read_face(group, 'sometimes')

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fvjax import cli, data
+from fvjax import backbones, cli, data
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.train import features as features_lib
@@ -27,21 +27,21 @@ def backbone_run(tmp_path_factory):
 
 
 def test_features_are_cached_memory_mapped_and_equal_flip_embeddings(backbone_run):
-  features, faces, _ = features_lib.backbone_features(backbone_run)
+  features, faces = features_lib.backbone_features(backbones.load(backbone_run), str(cli.DEMO_DATA))
   path = backbone_run / 'features' / 'features.npy'
   assert isinstance(features, np.memmap) and features.shape == (len(faces), 2, 512)
   rows = np.array([0, 17, 5, 200])
-  backbone, variables, _ = hyper.load_backbone(backbone_run)
+  backbone, variables, _, _ = backbones.load_trained(backbone_run)
   expected = verification.embed_images(verification.backbone_embed_fn(backbone, variables), data.decode_all(faces, rows))
   np.testing.assert_allclose(features_lib.embeddings(features, rows), expected, atol=1e-5)
 
   stamp = path.stat().st_mtime_ns
-  features_lib.backbone_features(backbone_run)
+  features_lib.backbone_features(backbones.load(backbone_run), str(cli.DEMO_DATA))
   assert path.stat().st_mtime_ns == stamp  # reused
 
   key = backbone_run / 'features' / 'key.json'
   key.write_text(json.dumps({**json.loads(key.read_text()), 'backbone_step': -1}))  # another backbone step
-  again, _, _ = features_lib.backbone_features(backbone_run)
+  again, _ = features_lib.backbone_features(backbones.load(backbone_run), str(cli.DEMO_DATA))
   assert path.stat().st_mtime_ns != stamp
   np.testing.assert_array_equal(again, features)
   assert not list(path.parent.glob('*.partial.npy'))  # the temporary file became the cache
@@ -59,7 +59,7 @@ def test_identity_centroids_by_hand():
 
 
 def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
-  features, faces, _ = features_lib.backbone_features(backbone_run)
+  features, faces = features_lib.backbone_features(backbones.load(backbone_run), str(cli.DEMO_DATA))
   config = ml_collections.ConfigDict({'users_per_batch': 4, 'positives_per_user': 2, 'seed': 3, 'kcs_start': 2,
                                       'norm_penalty': 0.5, 'norm_penalty_start': 1, 'total_steps': 4,
                                       'decode_threads': 2})

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from fvjax import cli, edge, userfile
+from fvjax import backbones, cli, edge, userfile
 from fvjax.data import write_bin
 from fvjax.models import verifier
 from fvjax.train import hyper
@@ -52,7 +52,7 @@ def test_corrupted_and_foreign_user_files(tmp_path):
 
 def test_enrolment_with_zero_images_is_refused(tmp_path):
   with pytest.raises(ValueError, match='at least one image'):
-    hyper.enroll(tmp_path, [], 'nobody')
+    hyper.enroll(tmp_path, np.zeros((0, 112, 112, 3), np.uint8), [], 'nobody')
 
 
 @pytest.mark.slow
@@ -62,17 +62,17 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(bb), '--set', f'data_dir={faces}',
             '--set', 'total_steps=1', '--set', 'batch_size=8', '--set', 'eval_pairs=100',
             '--set', 'backbone=mobilefacenet'])
-  _, before, _ = hyper.load_backbone(bb)
+  _, before, _, _ = backbones.load_trained(bb)
   photos = [sorted(p.iterdir()) for p in sorted(Path(faces).iterdir()) if p.is_dir()][:3]
   pairs = [pair for i in range(10)  # a tiny insightface .bin: 10 genuine, 10 impostor pairs, images (2i, 2i+1)
            for pair in ((photos[i % 3][i % 9], photos[i % 3][i % 9 + 1]), (photos[i % 3][i], photos[(i + 1) % 3][i]))]
   write_bin(tmp_path / 'tiny.bin', [f.read_bytes() for pair in pairs for f in pair],
                  [a.parent == b.parent for a, b in pairs])
   cli.main(['hyper', '--config', 'experiments/hyper_celeba_cpu.py', '--workdir', str(hy),
-            '--set', f'backbone_workdir={bb}', '--set', 'total_steps=3', '--set', 'users_per_batch=4',
+            '--set', f'backbone={bb}', '--set', 'total_steps=3', '--set', 'users_per_batch=4',
             '--set', 'num_clusters=2', '--set', 'kcs_start=1', '--set', 'norm_penalty_start=2',
             '--set', 'eval_pairs=100', '--set', 'hidden=16', '--set', f'eval_bins=("{tmp_path / "tiny.bin"}",)'])
-  _, after, _ = hyper.load_backbone(bb)
+  _, after, _, _ = backbones.load_trained(bb)
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))  # h_bb frozen
   report = json.loads((hy / 'report.json').read_text())
   assert report['verifier_params'] == 23_617 and report['backbone_params'] == 1_200_512
@@ -85,7 +85,7 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
 
   cs = tmp_path / 'coreset'
   coreset_args = ['coreset', '--config', 'experiments/coreset_celeba_cpu.py', '--workdir', str(cs),
-                  '--set', f'backbone_workdir={bb}', '--set', f'hyper_workdir={hy}', '--set', 'total_steps=2',
+                  '--set', f'backbone={bb}', '--set', f'hyper_workdir={hy}', '--set', 'total_steps=2',
                   '--set', 'eval_every=1', '--set', 'checkpoint_every=1', '--set', 'sets_per_batch=4',
                   '--set', 'max_set_size=5', '--set', 'enrolment.set_size=3']
   cli.main(coreset_args)
@@ -100,18 +100,18 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
 
   set_user = tmp_path / 's1_set.fvjax'
   cli.main(['enroll', '--hyper', str(hy), '--images', str(faces / 's1'), '--aggregate', 'coreset',
-            '--coreset', str(cs), '--out', str(set_user)])
+            '--coreset', str(cs), '--out', str(set_user), '--align', 'never'])
   assert userfile.load(set_user).sources == tuple(f'{i}.pgm' for i in sorted(range(1, 11), key=str))
   with pytest.raises(ValueError, match='needs the workdir'):
-    hyper.enroll(hy, [faces / 's1' / '1.pgm'], 's1', aggregate='coreset')
+    hyper.enroll(hy, np.zeros((1, 112, 112, 3), np.uint8), ['1.pgm'], 's1', aggregate='coreset')
 
   user = tmp_path / 's1.fvjax'
   cli.main(['enroll', '--hyper', str(hy), '--images', str(faces / 's1' / '1.pgm'), str(faces / 's1' / '2.pgm'),
-            '--out', str(user)])
+            '--out', str(user), '--align', 'never'])
   probes = [str(faces / 's1' / '3.pgm'), str(faces / 's2' / '1.pgm')]
   # verify runs with JAX made unimportable: the user file needs NumPy only.
   script = ('import sys; sys.modules["jax"] = None; from fvjax.cli import main; '
-            f'main(["verify", {str(user)!r}, *{probes!r}])')
+            f'main(["verify", {str(user)!r}, *{probes!r}, "--align", "never"])')
   result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert result.returncode == 0, result.stderr[-2000:]
@@ -124,3 +124,32 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   jax_logits = np.asarray(verifier.apply(loaded.theta, inputs))
   printed = [float(l.split('logit')[1].split()[0]) for l in lines]
   np.testing.assert_allclose(printed, jax_logits, atol=2e-3)
+
+
+@pytest.mark.slow
+def test_hypernetwork_on_the_pretrained_backbone_enrols_a_raw_photo(tmp_path, celeba_dir, capsys):
+  """backbone=pretrained:dlib_resnet: features cached per data folder, and `fvjax enroll` aligns an unaligned photo."""
+  from PIL import Image
+
+  from fvjax.data import folder
+  hy = tmp_path / 'hyper'
+  args = ['hyper', '--config', 'experiments/hyper_celeba_cpu.py', '--workdir', str(hy),
+          '--set', 'backbone=pretrained:dlib_resnet', '--set', f'data_dir={cli.DEMO_DATA}', '--set', 'total_steps=2',
+          '--set', 'users_per_batch=4', '--set', 'num_clusters=2', '--set', 'kcs_start=1', '--set', 'eval_pairs=40',
+          '--set', 'hidden=16']
+  cli.main(args)
+  report = json.loads((hy / 'report.json').read_text())
+  assert report['backbone'] == 'pretrained:dlib_resnet' and report['backbone_params'] == 5_614_592
+  assert report['verification']['held_out_identities']['embedding_cosine']['auc'] > 0.95  # a strong backbone
+  cached = list((folder.DEFAULT_CACHE / 'features' / 'dlib_resnet').glob('att_faces_*/features.npy'))
+  assert len(cached) == 1 and np.load(cached[0], mmap_mode='r').shape == (380, 2, 128)
+
+  crop = np.asarray(Image.open(sorted(celeba_dir.glob('*/*.jpg'))[0]).convert('RGB'))
+  selfie = Image.new('RGB', (480, 360), (128, 128, 128))
+  selfie.paste(Image.fromarray(crop).resize((240, 240), Image.BICUBIC).rotate(-8, fillcolor=(128, 128, 128)), (150, 50))
+  selfie.save(tmp_path / 'selfie.jpg')
+  user = tmp_path / 'me.fvjax'
+  cli.main(['enroll', '--hyper', str(hy), '--images', str(tmp_path / 'selfie.jpg'), '--out', str(user)])
+  assert userfile.load(user).sources == ('selfie.jpg',)
+  cli.main(['verify', str(user), str(tmp_path / 'selfie.jpg')])
+  assert 'selfie.jpg' in capsys.readouterr().out

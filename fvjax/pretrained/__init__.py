@@ -45,6 +45,7 @@ class PretrainedBackbone:
   module: nn.Module
   variables: dict
   geometry: str
+  input_shape: tuple[int, int, int]  # the network's own input, one image
   embedding_size: int
   input_convention: str
 
@@ -109,7 +110,7 @@ def _dlib_resnet(geometry: str) -> PretrainedBackbone:
   params = jax.tree.map(jnp.asarray, dlib_resnet.params_from_face_api(tensors))
   return PretrainedBackbone(
       name='dlib_resnet', module=dlib_resnet.DlibResNet(), variables={'params': params}, geometry=geometry,
-      embedding_size=dlib_resnet.EMBEDDING_SIZE,
+      input_shape=dlib_resnet.INPUT_SHAPE, embedding_size=dlib_resnet.EMBEDDING_SIZE,
       input_convention=('150x150 RGB dlib face chip, (pixel - mean RGB (122.782, 117.001, 104.298)) / 256; '
                         'embed() and features_fn take insightface-aligned 112x112 crops and map them onto the chip '
                         f"({'fixed similarity transform' if geometry == 'align' else 'plain resize'})"))

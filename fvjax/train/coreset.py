@@ -1,8 +1,9 @@
 """FaceCoresetNet training on frozen backbone features, model selection, template evaluation.
 
-The frozen backbone comes from a recognition workdir (`fvjax train`); its
-identity split is reused, so test identities are unseen by the backbone and by
-the aggregator. Raw (un-normalised) features of every image and of its mirror
+The frozen backbone is a recognition workdir (`fvjax train`; its identity split
+is reused, so test identities are unseen by the backbone and by the aggregator)
+or a pretrained model ('pretrained:dlib_resnet', on the config's data_dir and
+split; see `fvjax.backbones`). Raw (un-normalised) features of every image and of its mirror
 are computed once and streamed from disk (`fvjax.train.features`).
 
 Training sets: each of `sets_per_batch` sets is one training identity, a size
@@ -35,7 +36,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import checkpoint, data, models, parallel
+from fvjax import backbones, checkpoint, data, models, parallel
 from fvjax.eval import sets
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
@@ -45,7 +46,10 @@ from fvjax.train.loop import Task, train_from_config
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.backbone_workdir = ''  # a finished `fvjax train` workdir: its backbone gives the features, its split is reused
+  c.backbone = ''  # a finished `fvjax train` workdir (its data and split are reused) or 'pretrained:NAME'
+  c.data_dir = ''  # identity folder, for a pretrained backbone ('' with a workdir backbone: its data)
+  c.test_fraction = 0.25  # identities held out, for a pretrained backbone (a workdir backbone's own split is reused)
+  c.split_seed = 0
   c.aggregator = ml_collections.ConfigDict({'coreset_size': 3, 'num_heads': 8, 'dropout_rate': 0.1,
                                             'gamma_init': 0.01, 'gumbel_tau': 1.0, 'gumbel_scale': 1.0})
   c.margin = ml_collections.ConfigDict({'kind': 'adaface', 's': 48.0, 'm': 0.8, 'h': 0.333, 't_alpha': 0.01})
@@ -136,9 +140,9 @@ def make_batches(features: np.ndarray, image_indices: np.ndarray, image_classes:
   return lambda start: (batch(step) for step in itertools.count(start))
 
 
-def identity_split(faces: data.FaceDataset, bb_config, validation_fraction: float, seed: int):
+def identity_split(faces: data.FaceDataset, split: backbones.DataSplit, validation_fraction: float, seed: int):
   """(fit, validation, test) image indices: the backbone's split, its training identities split once more."""
-  train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
+  train_idx, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)
   fit_rel, val_rel = data.split_identities(faces.labels[train_idx], validation_fraction, seed)
   return train_idx[fit_rel], train_idx[val_rel], test_idx
 
@@ -153,8 +157,10 @@ def protocol_for(labels: np.ndarray, indices: np.ndarray, config, seed: int) -> 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains the aggregator with model selection on validation identities; evaluates on test identities."""
   workdir = Path(workdir)
-  features, faces, bb_config = backbone_features(config.backbone_workdir, progress)
-  fit_idx, val_idx, test_idx = identity_split(faces, bb_config, config.validation_fraction, config.seed)
+  backbone = backbones.load(config.backbone)
+  split = backbone.data_split(config)
+  features, faces = backbone_features(backbone, split.data_dir, progress)
+  fit_idx, val_idx, test_idx = identity_split(faces, split, config.validation_fraction, config.seed)
   for rows in chunked(np.arange(len(features))):  # NaN / zero features from the backbone
     check_sets(features[rows].reshape(1, -1, features.shape[-1]))
   _, fit_classes = np.unique(faces.labels[fit_idx], return_inverse=True)
@@ -198,7 +204,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   }
   if config.hyper_workdir:
     from fvjax.train import enrolment
-    report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone_workdir, model.aggregator, params,
+    report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone, model.aggregator, params,
                                             faces, features, test_idx, config.enrolment.set_size,
                                             config.enrolment.seed)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))

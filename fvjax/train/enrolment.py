@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import data, edge
+from fvjax import backbones, data, edge
 from fvjax.eval import personalized, verification
 from fvjax.models import l2_normalize
 from fvjax.models.coreset import CoresetAggregator
@@ -47,17 +47,17 @@ def enrolment_sets(labels: np.ndarray, indices: np.ndarray, set_size: int,
   return np.stack(enrolled), probes, owner
 
 
-def compare(hyper_workdir: str | Path, backbone_workdir: str | Path, aggregator: CoresetAggregator,
+def compare(hyper_workdir: str | Path, backbone: str, aggregator: CoresetAggregator,
             aggregator_params, faces: data.FaceDataset, features: np.ndarray, test_idx: np.ndarray, set_size: int,
             seed: int) -> dict:
   """Single-image vs set (mean, coreset) enrolment of the hypernetwork's verifiers on the same users and probes.
 
-  features: raw features [N, 2, C] (image, mirror) from the backbone of `backbone_workdir`, which must be
+  features: raw features [N, 2, C] (image, mirror) from `backbone` (a `fvjax.backbones` name), which must be
   the hypernetwork's backbone too (checked).
   """
   from fvjax.train import hyper
   generator, gen_params, h_config = hyper.load_generator(hyper_workdir)
-  hyper.require_same_backbone(h_config.backbone_workdir, backbone_workdir, hyper_workdir, 'of the sets')
+  backbones.require_same(h_config.backbone, backbone, hyper_workdir, 'of the sets')
   spec = generator.spec
   enrolled, probes, owner = enrolment_sets(faces.labels, test_idx, set_size, seed)
   used = np.concatenate([enrolled.ravel(), probes])

@@ -2,11 +2,12 @@
 
 The hypernetwork and FaceCoresetNet both train on top of a frozen backbone, so
 its raw features of every image (and of its mirror) are computed in one pass
-and stored beside the backbone run as `features/features.npy`. The file is
+and stored as `features.npy`, beside a trained backbone's run or under
+FVJAX_CACHE for a pretrained one (`FrozenBackbone.features_dir`). The file is
 memory-mapped: training reads only the rows of each batch, so a set the size of
 MS1MV2 (5.8M images: 24 GB of float32 features) never has to fit in host memory.
 It is written under a temporary name and renamed when complete, with a key
-(backbone step, data path, image count) that invalidates it when the backbone
+(backbone, its step, data path, image count) that invalidates it when the backbone
 or the data change; a half-written file is never read.
 """
 
@@ -15,39 +16,33 @@ import os
 from pathlib import Path
 
 import jax
-import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from fvjax import checkpoint, data
+from fvjax import backbones, data
 from fvjax.eval import verification
 
 DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
 
 
-def backbone_features(backbone_workdir: str | Path, progress: bool = False
-                      ) -> tuple[np.ndarray, data.FaceDataset, ml_collections.ConfigDict]:
-  """(raw features [N, 2, C] of every image and its mirror (read-only memmap), the faces, the backbone's config)."""
-  backbone_workdir = Path(backbone_workdir)
-  run, step = checkpoint.load_run_config(backbone_workdir)  # the cache check needs no backbone weights
-  bb_config = ml_collections.ConfigDict(run)
-  faces = data.load_faces(bb_config.data_dir)
-  folder = backbone_workdir / 'features'
+def backbone_features(backbone: backbones.FrozenBackbone, data_dir: str, progress: bool = False
+                      ) -> tuple[np.ndarray, data.FaceDataset]:
+  """(raw features [N, 2, C] of every image of `data_dir` and of its mirror (read-only memmap), the faces)."""
+  faces = data.load_faces(data_dir)
+  folder = backbone.features_dir(data_dir)
   path, key_path = folder / 'features.npy', folder / 'key.json'
-  key = {'backbone_step': step, 'data_dir': str(bb_config.data_dir), 'images': len(faces)}
+  key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': str(data_dir),
+         'images': len(faces)}
   if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
-    return np.load(path, mmap_mode='r'), faces, bb_config
+    return np.load(path, mmap_mode='r'), faces
   if not len(faces):
-    raise data.DatasetError(f'{bb_config.data_dir} holds no images')
+    raise data.DatasetError(f'{data_dir} holds no images')
   folder.mkdir(parents=True, exist_ok=True)
-  from fvjax.train import hyper
-  backbone, variables, _ = hyper.load_backbone(backbone_workdir)
-  embed_fn = verification.backbone_embed_fn(backbone, variables)
   partial = folder / f'features.{jax.process_index()}.partial.npy'
   out = None
   for start in tqdm(range(0, len(faces), DECODE_CHUNK), desc='backbone features', disable=not progress):
     images = data.decode_all(faces, np.arange(start, min(start + DECODE_CHUNK, len(faces))))
-    chunk = np.stack([verification.embed_images(embed_fn, v, flip=False, normalize_output=False)
+    chunk = np.stack([verification.embed_images(backbone.features_fn, v, flip=False, normalize_output=False)
                       for v in (images, images[:, :, ::-1])], axis=1)
     if out is None:
       out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=(len(faces), *chunk.shape[1:]))
@@ -56,7 +51,7 @@ def backbone_features(backbone_workdir: str | Path, progress: bool = False
   del out
   os.replace(partial, path)  # complete: only now does it replace an older file
   key_path.write_text(json.dumps(key))
-  return np.load(path, mmap_mode='r'), faces, bb_config
+  return np.load(path, mmap_mode='r'), faces
 
 
 def embeddings(features: np.ndarray, rows: np.ndarray) -> np.ndarray:

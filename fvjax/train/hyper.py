@@ -1,7 +1,8 @@
 """Hypernetwork personalised verifiers (Rozner et al., FG 2024): training and evaluation.
 
-The frozen backbone h_bb comes from a recognition workdir (`fvjax train`).
-Its features of every training image are computed once and streamed from disk
+The frozen backbone h_bb is a recognition workdir (`fvjax train`; its data and
+identity split are reused) or a pretrained model ('pretrained:dlib_resnet', on
+the config's data_dir and split; see `fvjax.backbones`). Its features of every training image are computed once and streamed from disk
 (`fvjax.train.features`: h_bb never changes, so it never enters the train
 step); the probe images of each batch are decoded and resized to f's input in
 host threads ahead of the device, so the training set need not fit in memory
@@ -33,7 +34,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import checkpoint, data, edge, models, parallel, userfile
+from fvjax import backbones, checkpoint, data, edge, models, parallel, userfile
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
@@ -43,7 +44,10 @@ from fvjax.train.loop import Task, train_from_config
 
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.backbone_workdir = ''  # a finished `fvjax train` workdir: its backbone is h_bb, its split is reused
+  c.backbone = ''  # h_bb: a finished `fvjax train` workdir (its data and split are reused) or 'pretrained:NAME'
+  c.data_dir = ''  # identity folder or .rec, for a pretrained backbone ('' with a workdir backbone: its data)
+  c.test_fraction = 0.25  # identities held out, for a pretrained backbone (a workdir backbone's own split is reused)
+  c.split_seed = 0
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
   c.hidden = 256
   c.users_per_batch = 16
@@ -69,27 +73,11 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-def load_backbone(workdir: str | Path) -> tuple[models.FaceNet, dict, ml_collections.ConfigDict]:
-  """(module, frozen variables, its run config) from the latest checkpoint of a recognition workdir."""
-  from fvjax.train import recognition
-  state, run = checkpoint.load_run(workdir)
-  config = ml_collections.ConfigDict(run)
-  variables = recognition.backbone_variables(state['params'], state['model_state'])
-  return recognition.build_backbone(config), jax.tree.map(jnp.asarray, variables), config
-
-
 def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_collections.ConfigDict]:
   """(generator, its params, its run config) from a hypernetwork workdir."""
   state, run = checkpoint.load_run(workdir)
   config = ml_collections.ConfigDict(run)
   return WeightGenerator(verifier_spec(config), config.hidden), jax.tree.map(jnp.asarray, state['params']), config
-
-
-def require_same_backbone(hyper_backbone: str | Path, other_backbone: str | Path, hyper_workdir, other_workdir) -> None:
-  """Raises ValueError unless the hypernetwork run and another run were trained on the same backbone workdir."""
-  if Path(hyper_backbone).resolve() != Path(other_backbone).resolve():
-    raise ValueError(f'the hypernetwork in {hyper_workdir} was trained on the backbone of {hyper_backbone}, '
-                     f'the run {other_workdir} on {other_backbone}: their embeddings are not comparable')
 
 
 def verifier_spec(config) -> verifier.VerifierSpec:
@@ -165,11 +153,12 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains h_gen on the backbone run's training identities; evaluates the pair protocol (see the module doc)."""
   workdir = Path(workdir)
-  backbone, backbone_vars, bb_config = load_backbone(config.backbone_workdir)
-  features, faces, _ = features_lib.backbone_features(config.backbone_workdir, progress)
+  backbone = backbones.load(config.backbone)
+  split = backbone.data_split(config)
+  features, faces = features_lib.backbone_features(backbone, split.data_dir, progress)
   spec = verifier_spec(config)
-  if bb_config.test_fraction:
-    train_idx, test_idx = data.split_identities(faces.labels, bb_config.test_fraction, bb_config.split_seed)
+  if split.test_fraction:
+    train_idx, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)
   else:
     train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
 
@@ -190,8 +179,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'verifier_madds': models.count_macs_of(lambda t, x: verifier.apply(t, x, spec),
                                              jnp.zeros(spec.num_params),
                                              jnp.zeros((1, spec.input_size, spec.input_size, spec.in_channels))),
-      'backbone_params': models.count_params(backbone_vars),
-      'backbone_madds': models.count_flops(backbone, backbone_vars, models.INPUT_SHAPE),
+      'backbone': backbone.source,
+      'backbone_params': backbone.params,
+      'backbone_madds': backbone.madds,
       'verification': {},
   }
   if len(test_idx):
@@ -200,11 +190,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
     report['verification']['held_out_identities'] = evaluate_pairs(
         generate, features_lib.embeddings(features, rows), inputs, issame, spec)
-  embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
   for path in config.eval_bins:
-    encoded, issame = data.read_bin(path)
+    encoded, issame = data.read_pairs(path)
     images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
-    embeddings, inputs = prepare(images, embed_fn, spec)
+    embeddings, inputs = prepare(images, backbone.features_fn, spec)
     report['verification'][Path(path).stem] = evaluate_pairs(generate, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
@@ -233,22 +222,21 @@ def _pair_logits(generate, enrol_embeddings: np.ndarray, probes: np.ndarray, spe
                          for i in range(0, len(probes), chunk)])
 
 
-def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str, aggregate: str = 'mean',
+def enroll(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str], name: str, aggregate: str = 'mean',
            coreset_workdir: str | Path | None = None) -> userfile.User:
-  """One user's verifier from one or several enrolment images.
+  """One user's verifier from one or several enrolment images: aligned uint8 crops [n, 112, 112, 3] (see
+  `fvjax.align.read_face` for files and raw photos), `sources` naming them in the user file.
 
   aggregate: how several images become the generator's input: 'mean' (mean of the
   normalised embeddings, see `enrolment_embedding`) or 'coreset' (the FaceCoresetNet
   descriptor of the set, from a `fvjax coreset` run on the same backbone).
   """
-  if not image_paths:
+  if not len(faces):
     raise ValueError('enrolment needs at least one image; none were given')
   if aggregate not in ('mean', 'coreset'):
     raise ValueError(f"unknown aggregate {aggregate!r}; expected 'mean' or 'coreset'")
   generator, params, config = load_generator(hyper_workdir)
-  backbone, backbone_vars, _ = load_backbone(config.backbone_workdir)
-  faces = np.stack([data.decode_face(Path(p).read_bytes(), source=str(p)) for p in image_paths])
-  embed_fn = verification.backbone_embed_fn(backbone, backbone_vars)
+  embed_fn = backbones.load(config.backbone).features_fn
   if aggregate == 'mean':
     enrolment = enrolment_embedding(jnp.asarray(verification.embed_images(embed_fn, faces)))
   else:
@@ -256,9 +244,9 @@ def enroll(hyper_workdir: str | Path, image_paths: list[Path], name: str, aggreg
     if coreset_workdir is None:
       raise ValueError("aggregate='coreset' needs the workdir of a `fvjax coreset` run")
     aggregator, aggregator_params, coreset_config = coreset.load_aggregator(coreset_workdir)
-    require_same_backbone(config.backbone_workdir, coreset_config.backbone_workdir, hyper_workdir, coreset_workdir)
+    backbones.require_same(config.backbone, coreset_config.backbone, hyper_workdir, coreset_workdir)
     features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
     enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
   theta = generator.apply({'params': params}, enrolment[None])[0]
   return userfile.User(theta=np.asarray(theta), spec=generator.spec.to_dict(), name=name,
-                       sources=tuple(Path(p).name for p in image_paths))
+                       sources=tuple(sources))

@@ -16,8 +16,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import data, models
-from fvjax.eval import verification
+from fvjax import backbones, data, models
+from fvjax.eval import pairs as pairs_lib, verification
 from fvjax.models.heads import MarginConfig, MarginHead
 from fvjax.train.loop import Task, train_from_config
 from fvjax.train.optim import OptimizerConfig
@@ -43,7 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.log_every = 50
   c.eval_pairs = 3000  # pairs drawn from the held-out identities
-  c.eval_bins = ()  # insightface .bin verification sets
+  c.eval_bins = ()  # pair sets: insightface .bin files or LFW-layout folders (pairs.txt)
   c.eval_flip = True
   return c
 
@@ -56,11 +56,6 @@ class FaceClassifier(nn.Module):
   def __call__(self, images, labels, train: bool):
     embeddings = self.backbone(images, train=train)
     return self.head(embeddings, labels, train=train), embeddings
-
-
-def build_backbone(config: ml_collections.ConfigDict) -> models.FaceNet:
-  overrides = {'activation': config.activation} if config.activation else {}
-  return models.backbone(config.backbone, config.embedding_size, dtype=jnp.dtype(config.dtype), **overrides)
 
 
 def classification_task(model: FaceClassifier, batches) -> Task:
@@ -91,12 +86,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
     train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
   stream, num_classes = data.train_batches(faces, train_idx, config.batch_size, config.seed,
                                            data.AugmentConfig(**config.augment))
-  model = FaceClassifier(build_backbone(config), MarginHead(num_classes, MarginConfig(**config.margin)))
+  model = FaceClassifier(backbones.build_backbone(config), MarginHead(num_classes, MarginConfig(**config.margin)))
   task = classification_task(model, lambda start: data.iterate(stream, start))
   state = train_from_config(task, config, workdir, stop_at=stop_at, progress=progress)
   if int(state.step) < config.total_steps:
     return {'step': int(state.step), 'finished': False}
-  backbone_vars = backbone_variables(state.params, state.model_state)
+  backbone_vars = backbones.backbone_variables(state.params, state.model_state)
   embed_fn = verification.backbone_embed_fn(model.backbone, backbone_vars)
   report = {
       'backbone': config.backbone,
@@ -107,27 +102,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
       'verification': {},
   }
   if len(test_idx):
-    images = data.decode_all(faces, test_idx)
-    embeddings = verification.embed_images(embed_fn, images, flip=config.eval_flip)
-    pairs, issame = verification.make_pairs(faces.labels[test_idx], config.eval_pairs, config.split_seed)
     report['test_identities'] = int(len(np.unique(faces.labels[test_idx])))
-    report['verification']['held_out_identities'] = verification.verification_report(
-        verification.pair_scores(embeddings, pairs), issame)
+    report['verification']['held_out_identities'] = pairs_lib.held_out_report(
+        faces, test_idx, embed_fn, config.eval_pairs, config.split_seed, config.eval_flip)
   for path in config.eval_bins:
-    report['verification'][Path(path).stem] = evaluate_bin(path, embed_fn, config.eval_flip)
+    report['verification'][pairs_lib.report_name(path)] = pairs_lib.pair_set_report(path, embed_fn, config.eval_flip)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
-
-
-def backbone_variables(params, model_state) -> dict:
-  """The backbone's {'params', 'batch_stats'} out of a FaceClassifier train state."""
-  return {'params': params['backbone'], 'batch_stats': model_state['batch_stats']['backbone']}
-
-
-def evaluate_bin(path, embed_fn, flip: bool = True) -> dict:
-  """Verification report on an insightface .bin set (pairs are consecutive images)."""
-  encoded, issame = data.read_bin(path)
-  images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
-  embeddings = verification.embed_images(embed_fn, images, flip=flip)
-  pairs = np.arange(len(images)).reshape(-1, 2)
-  return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)

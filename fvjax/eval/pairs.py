@@ -1,0 +1,67 @@
+"""A backbone's pair-verification report on the two kinds of pair sets: a file of pairs (LFW's `pairs.txt`
+folder, an insightface `.bin`) and random pairs of an identity folder's held-out identities.
+
+`evaluate` is `fvjax eval`: any backbone (`fvjax.backbones`: a trained workdir or 'pretrained:NAME') on any of
+them, in one table.
+"""
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fvjax import backbones, data
+from fvjax.eval import verification
+
+
+def pair_set_report(path: str | os.PathLike, embed_fn: Callable, flip: bool = True) -> dict:
+  """`verification_report` of embedding cosines on a pair set (`data.read_pairs`: an LFW folder or a `.bin`)."""
+  encoded, issame = data.read_pairs(path)
+  images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
+  embeddings = verification.embed_images(embed_fn, images, flip=flip)
+  pairs = np.arange(len(images)).reshape(-1, 2)
+  return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
+
+
+def held_out_report(faces: data.FaceDataset, test_idx: np.ndarray, embed_fn: Callable, num_pairs: int, seed: int,
+                    flip: bool = True) -> dict:
+  """`verification_report` of embedding cosines on `num_pairs` balanced random pairs (`make_pairs` with `seed`)
+  among the images `test_idx` of `faces`."""
+  embeddings = verification.embed_images(embed_fn, data.decode_all(faces, test_idx), flip=flip)
+  pairs, issame = verification.make_pairs(faces.labels[test_idx], num_pairs, seed)
+  return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
+
+
+def report_name(path: str | os.PathLike) -> str:
+  """A pair set's name in reports: the `.bin` file's stem or the folder's name."""
+  return Path(path).stem
+
+
+def is_pair_file(path: str | os.PathLike) -> bool:
+  """A `.bin` file or an LFW-layout folder (with pairs.txt), as opposed to an identity folder."""
+  path = Path(path)
+  return path.suffix == '.bin' or (path / 'pairs.txt').is_file()
+
+
+def evaluate(backbone: backbones.FrozenBackbone, paths: list[str], flip: bool = True, num_pairs: int = 3000,
+             test_fraction: float = 0.25, split_seed: int = 0) -> dict[str, dict]:
+  """{pair set name: report} of `backbone` on each path: a pair file, or an identity folder, whose held-out
+  identities give `num_pairs` random pairs (seeded by `split_seed`, as `fvjax train` draws them). For an identity
+  folder a trained backbone was trained on, its own split is used, so the pairs are the ones its run reported;
+  otherwise `test_fraction` of the identities, split by `split_seed` (the CelebA experiments' defaults)."""
+  reports = {}
+  for path in paths:
+    if is_pair_file(path):
+      reports[report_name(path)] = pair_set_report(path, backbone.features_fn, flip)
+      continue
+    split = backbones.DataSplit(str(path), test_fraction, split_seed)
+    run = backbone.run_config
+    if run is not None and Path(run.data_dir).resolve() == Path(path).resolve():
+      split = backbones.DataSplit(str(path), float(run.test_fraction), int(run.split_seed))
+      num_pairs = int(run.eval_pairs)
+    faces = data.load_faces(split.data_dir)
+    _, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)
+    reports[f'{report_name(path)}_held_out'] = held_out_report(faces, test_idx, backbone.features_fn, num_pairs,
+                                                               split.split_seed, flip)
+  return reports
