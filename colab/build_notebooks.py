@@ -152,7 +152,7 @@ from fvjax.train.features import backbone_features
 
 aggregator, params, c_config = coreset.load_aggregator(WORKDIR / 'coreset')
 backbone = backbones.load(c_config.backbone)
-features, faces = backbone_features(backbone, backbone.data_split(c_config).data_dir)  # raw features, cached
+features, faces = backbone_features(backbone, backbone.data_split(c_config))  # raw features, cached
 print(f"learned gamma {float(params['gamma']):.4f}; K = {aggregator.coreset_size}")
 _, test_idx = data.split_identities(faces.labels, 0.25, 0)
 person = np.unique(faces.labels[test_idx])[0]

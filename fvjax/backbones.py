@@ -28,6 +28,7 @@ class DataSplit:
   data_dir: str
   test_fraction: float
   split_seed: int
+  align: str = 'never'  # how an identity folder's images become crops (`fvjax.data.folder`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,21 +54,21 @@ class FrozenBackbone:
     if self.run_config is None:
       if not config.data_dir:
         raise ValueError(f'the backbone {self.source} brings no data: set data_dir (an identity folder)')
-      return DataSplit(str(config.data_dir), float(config.test_fraction), int(config.split_seed))
+      return DataSplit(str(config.data_dir), float(config.test_fraction), int(config.split_seed), config.align)
     run = self.run_config
     if config.data_dir and Path(config.data_dir).resolve() != Path(run.data_dir).resolve():
       raise ValueError(f'the backbone of {self.source} was trained on {run.data_dir}; its identity split is '
                        f'reused, so data_dir must be empty or the same (got {config.data_dir})')
-    return DataSplit(str(run.data_dir), float(run.test_fraction), int(run.split_seed))
+    return DataSplit(str(run.data_dir), float(run.test_fraction), int(run.split_seed), run.get('align', 'never'))
 
-  def features_dir(self, data_dir: str) -> Path:
-    """Where features of `data_dir` are cached: beside a workdir backbone, or under FVJAX_CACHE for a pretrained
-    one (a folder per data path)."""
+  def features_dir(self, split: DataSplit) -> Path:
+    """Where features of the split's data are cached: beside a workdir backbone, or under FVJAX_CACHE for a
+    pretrained one (a folder per data path and align mode)."""
     if self.run_config is not None:
       return Path(self.source) / 'features'
     name = pretrained.load(self.source).name
-    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:16]
-    return data_folder.DEFAULT_CACHE / 'features' / name / f'{Path(data_dir).name}_{digest}'
+    digest = hashlib.sha256(f'{Path(split.data_dir).resolve()}|{split.align}'.encode()).hexdigest()[:16]
+    return data_folder.DEFAULT_CACHE / 'features' / name / f'{Path(split.data_dir).name}_{digest}'
 
 
 def load(source: str | Path, geometry: str = 'align') -> FrozenBackbone:

@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
+  demo.add_argument('--backbone', default='seesaw_shuffle',
+                    help="'seesaw_shuffle' (trained from scratch) or 'pretrained:dlib_resnet' (shipped, no training)")
   multi_host = {'train': 'train and evaluate an experiment config',
                 'hyper': 'train hypernetwork personalised verifiers on a trained backbone',
                 'coreset': 'train the FaceCoresetNet set aggregator on a trained backbone'}
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
   evaluate.add_argument('--num-pairs', type=int, default=3000, help='pairs drawn from an identity folder')
   evaluate.add_argument('--test-fraction', type=float, default=0.25, help="identity folders' held-out fraction")
   evaluate.add_argument('--split-seed', type=int, default=0)
+  evaluate.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help="identity folders: " + align_help)
   verify = sub.add_parser('verify', help="score images against a user file (NumPy only: no JAX needed)")
   verify.add_argument('user', help='.fvjax user file')
   verify.add_argument('images', nargs='+')
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f'backbone {backbone.source}: {backbone.params:,} params, {backbone.madds / 1e6:.1f}M MAdds per image'
           f"{', flip-averaged' if args.flip else ''}")
     print_pair_reports(pairs.evaluate(backbone, args.pairs, args.flip, args.num_pairs, args.test_fraction,
-                                      args.split_seed), command)
+                                      args.split_seed, args.align), command)
     return
   if args.command in multi_host:
     from fvjax import parallel
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     return
   if args.command == 'demo':
     from fvjax import demo
-    report = demo.run(args.data_dir, args.workdir, args.steps)
+    report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone)
     print(f'\nheld-out identities of {args.data_dir}:')
     print(demo.format_table(report['table']))
     print(f"(acc: 10-fold accuracy on balanced pairs, chance 50%. MAdds per probe image.) Reproduce: {command}")

@@ -3,7 +3,8 @@
 Stages, each a resumable run in its own sub-workdir (re-running the command
 after an interruption continues where it stopped; finished stages are reloaded):
 
-1. backbone/  SeesawFaceNet (shuffle) trained with CosFace on 75% of the identities;
+1. backbone/  SeesawFaceNet (shuffle) trained with CosFace on 75% of the identities
+              (skipped with `backbone='pretrained:dlib_resnet'`, the shipped pretrained model);
 2. hyper/     hypernetwork personalised verifiers on that frozen backbone;
 3. coreset/   FaceCoresetNet set aggregator on the same backbone's features, and
               single-image vs set enrolment of the personalised verifiers.
@@ -17,14 +18,22 @@ from pathlib import Path
 
 import ml_collections
 
+from fvjax import pretrained
 from fvjax.train import coreset, hyper, recognition
 
+TRAINED_BACKBONE = 'seesaw_shuffle'
 
-def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[str, ml_collections.ConfigDict]:
-  """The three stage configs, sized for ~40 identities x 10 images on 2 CPU cores."""
+
+def configs(data_dir: str | Path, workdir: Path, backbone_steps: int,
+            backbone: str = TRAINED_BACKBONE) -> dict[str, ml_collections.ConfigDict]:
+  """The stage configs, sized for ~40 identities x 10 images on 2 CPU cores.
+
+  backbone: 'seesaw_shuffle' (trained from scratch as the first stage) or a pretrained model ('pretrained:NAME'),
+  which the other stages use directly on the same identity split.
+  """
   bb = recognition.default_config()
   bb.data_dir = str(data_dir)
-  bb.backbone = 'seesaw_shuffle'
+  bb.align = 'never'  # the AT&T faces are not aligned crops and are kept as they are (scaled and padded)
   bb.test_fraction = 0.25
   bb.batch_size = 32
   bb.total_steps = backbone_steps
@@ -37,8 +46,9 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
   bb.log_every = 10
   bb.eval_pairs = 1000
 
+  frozen = backbone if pretrained.is_pretrained(backbone) else str(workdir / 'backbone')
   hy = hyper.default_config()
-  hy.backbone = str(workdir / 'backbone')
+  hy.backbone = frozen
   hy.total_steps = 300
   hy.users_per_batch = 8
   hy.num_clusters = 3
@@ -47,7 +57,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
   hy.eval_pairs = 1000
 
   cs = coreset.default_config()
-  cs.backbone = str(workdir / 'backbone')
+  cs.backbone = frozen
   cs.hyper_workdir = str(workdir / 'hyper')
   cs.sets_per_batch = 16
   cs.max_set_size = 8
@@ -60,18 +70,24 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int) -> dict[st
   cs.templates.per_identity = 3
   cs.templates.max_size = 3
   cs.enrolment.set_size = 3
+  if pretrained.is_pretrained(backbone):
+    for stage in (hy, cs):
+      stage.data_dir, stage.test_fraction, stage.split_seed, stage.align = (bb.data_dir, bb.test_fraction,
+                                                                            bb.split_seed, bb.align)
+    return {'hyper': hy, 'coreset': cs}
+  bb.backbone = backbone
   return {'backbone': bb, 'hyper': hy, 'coreset': cs}
 
 
-def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 85, progress: bool = True) -> dict:
-  """Runs (or resumes) the three stages; returns the combined report (also `workdir/report.json`)."""
+def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 85, progress: bool = True,
+        backbone: str = TRAINED_BACKBONE) -> dict:
+  """Runs (or resumes) the stages; returns the combined report (also `workdir/report.json`)."""
   workdir = Path(workdir)
-  cfg = configs(data_dir, workdir, backbone_steps)
   stages = {'backbone': recognition.run, 'hyper': hyper.run, 'coreset': coreset.run}
   report = {}
-  for name, stage in stages.items():
+  for name, config in configs(data_dir, workdir, backbone_steps, backbone).items():
     print(f'\n== {name} ==', flush=True)
-    report[name] = stage(cfg[name], workdir / name, progress=progress)
+    report[name] = stages[name](config, workdir / name, progress=progress)
   report['table'] = summary_rows(report)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   plot_roc(report, workdir / 'roc.png')

@@ -21,7 +21,7 @@ from fvjax.train import hyper
 
 pytestmark = pytest.mark.slow
 
-BACKBONE = ['--config', 'experiments/seesaw_celeba_cpu.py', '--set', f'data_dir={cli.DEMO_DATA}',
+BACKBONE = ['--config', 'experiments/seesaw_celeba_cpu.py', '--set', f'data_dir={cli.DEMO_DATA}', '--set', 'align=never',
             '--set', 'total_steps=2', '--set', 'batch_size=8', '--set', 'eval_pairs=20', '--set', 'log_every=1',
             '--set', 'backbone=mobilefacenet']
 HYPER = ['--config', 'experiments/hyper_celeba_cpu.py', '--set', 'total_steps=4', '--set', 'kcs_start=2',

@@ -198,3 +198,25 @@ def test_no_face_and_several_faces(celeba_dir, tmp_path):
   np.testing.assert_array_equal(aligned, align.read_face(alone))  # the large face, as it is aligned on its own
   with pytest.raises(ValueError, match='unknown align mode'):
     align.read_face(group, 'sometimes')
+
+
+def test_identity_folder_of_raw_photos_is_aligned_while_preparing(celeba_dir, tmp_path):
+  from fvjax import data
+  faces = crops(celeba_dir, 2)
+  for person, face in zip(('ann', 'bob'), faces):
+    (tmp_path / 'photos' / person).mkdir(parents=True)
+    Image.fromarray(photo_from_crop(face, angle_deg=-9, scale=2.0, offset=(120, 70))).save(
+        tmp_path / 'photos' / person / 'raw.jpg', quality=95)
+    Image.fromarray(face).save(tmp_path / 'photos' / person / 'crop.png')  # already a crop: kept as it is
+  dataset = data.load_identity_folder(tmp_path / 'photos', align='auto')
+  records = [dataset.source[i] for i in range(len(dataset))]
+  decoded = {r['path'].decode(): data.decode_face(r['image']) for r in records}  # paths come back as bytes
+  for person, face in zip(('ann', 'bob'), faces):
+    np.testing.assert_array_equal(decoded[f'{person}/crop.png'], face)
+    assert np.abs(decoded[f'{person}/raw.jpg'][24:88, 24:88].astype(float) - face[24:88, 24:88]).mean() < 20
+  padded = data.load_identity_folder(tmp_path / 'photos', align='never')  # a separate cache: the photo padded
+  assert data.decode_face(padded.source[1]['image']).shape == (112, 112, 3)
+  assert not np.array_equal(data.decode_face(padded.source[1]['image']), decoded['ann/raw.jpg'])
+  Image.new('RGB', (200, 160), (90, 120, 150)).save(tmp_path / 'photos' / 'bob' / 'wall.jpg')
+  with pytest.raises(align.FaceNotFoundError, match='no face found in .*bob/wall.jpg'):
+    data.load_identity_folder(tmp_path / 'photos', align='auto')

@@ -59,7 +59,7 @@ def test_enrolment_with_zero_images_is_refused(tmp_path):
 def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   faces = cli.DEMO_DATA
   bb, hy = tmp_path / 'backbone', tmp_path / 'hyper'
-  cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(bb), '--set', f'data_dir={faces}',
+  cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(bb), '--set', f'data_dir={faces}', '--set', 'align=never',
             '--set', 'total_steps=1', '--set', 'batch_size=8', '--set', 'eval_pairs=100',
             '--set', 'backbone=mobilefacenet'])
   _, before, _, _ = backbones.load_trained(bb)
@@ -134,7 +134,7 @@ def test_hypernetwork_on_the_pretrained_backbone_enrols_a_raw_photo(tmp_path, ce
   from fvjax.data import folder
   hy = tmp_path / 'hyper'
   args = ['hyper', '--config', 'experiments/hyper_celeba_cpu.py', '--workdir', str(hy),
-          '--set', 'backbone=pretrained:dlib_resnet', '--set', f'data_dir={cli.DEMO_DATA}', '--set', 'total_steps=2',
+          '--set', 'backbone=pretrained:dlib_resnet', '--set', f'data_dir={cli.DEMO_DATA}', '--set', 'align=never', '--set', 'total_steps=2',
           '--set', 'users_per_batch=4', '--set', 'num_clusters=2', '--set', 'kcs_start=1', '--set', 'eval_pairs=40',
           '--set', 'hidden=16']
   cli.main(args)

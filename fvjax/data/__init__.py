@@ -8,9 +8,10 @@ from fvjax.data.pairs import read_lfw, read_pairs
 from fvjax.data.pipeline import AugmentConfig, decode_all, iterate, prefetch_to_device, train_batches
 
 
-def load_faces(path, cache_dir=None) -> FaceDataset:
-  """Opens a training set: an identity folder, or an insightface `.rec` file."""
-  return load_recordio(path) if str(path).endswith('.rec') else load_identity_folder(path, cache_dir)
+def load_faces(path, cache_dir=None, align: str = 'never') -> FaceDataset:
+  """Opens a training set: an identity folder (align: 'auto', 'always' or 'never', see `fvjax.data.folder`), or an
+  insightface `.rec` file (aligned crops already)."""
+  return load_recordio(path) if str(path).endswith('.rec') else load_identity_folder(path, cache_dir, align)
 
 
 __all__ = [

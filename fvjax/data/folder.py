@@ -5,17 +5,25 @@ The builder stores each image's original encoded bytes in array_record files
 `as_data_source`; decoding happens on the host at read time
 (`fvjax.imageio.decode_face`). Every image is decoded once while preparing,
 so a corrupt file stops the build with its path instead of being skipped.
+
+Raw photos: with align='auto' (images that are not 112x112 are aligned) or
+'always', each photo's largest face is aligned to an insightface crop while
+preparing (`fvjax.align.read_face`) and stored as PNG; a photo without a face
+stops the build with its path. align='never' scales and pads instead.
 """
 
 import dataclasses
 import hashlib
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fvjax import parallel
+from PIL import Image
+
+from fvjax import align as align_lib, parallel
 from fvjax.imageio import decode_face
 
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.bmp', '.gif', '.tif', '.tiff', '.webp'})
@@ -47,8 +55,8 @@ def scan_identity_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple
   return names, items
 
 
-def _fingerprint(root: Path, items: list[tuple[Path, int]]) -> str:
-  digest = hashlib.sha256(str(root.resolve()).encode())
+def _fingerprint(root: Path, items: list[tuple[Path, int]], align: str) -> str:
+  digest = hashlib.sha256(str(root.resolve()).encode() + (b'' if align == 'never' else f'|align={align}'.encode()))
   for path, label in items:
     stat = path.stat()
     digest.update(f'{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n'.encode())
@@ -58,16 +66,20 @@ def _fingerprint(root: Path, items: list[tuple[Path, int]]) -> str:
 class IdentityFolder(tfds.core.GeneratorBasedBuilder):
   """TFDS builder over one identity folder; one split, 'images'.
 
-  Features: image (encoded bytes, as on disk), label (ClassLabel of identity
-  folder names), path (relative path, for error messages). The builder config
-  name is a fingerprint of the listing, so an edited folder is prepared anew.
+  Features: image (encoded bytes: as on disk, or the aligned crop as PNG),
+  label (ClassLabel of identity folder names), path (relative path, for error
+  messages). The builder config name is a fingerprint of the listing and the
+  align mode, so an edited folder is prepared anew.
   """
   VERSION = tfds.core.Version('1.0.0')
 
-  def __init__(self, *, root: str | os.PathLike, **kwargs):
+  def __init__(self, *, root: str | os.PathLike, align: str = 'never', **kwargs):
+    if align not in align_lib.ALIGN_MODES:
+      raise ValueError(f'unknown align mode {align!r}; expected one of {align_lib.ALIGN_MODES}')
     self._root = Path(root)
+    self._align = align
     self._names, self._items = scan_identity_folder(self._root)
-    config = tfds.core.BuilderConfig(name=_fingerprint(self._root, self._items))
+    config = tfds.core.BuilderConfig(name=_fingerprint(self._root, self._items, align))
     super().__init__(config=config, file_format='array_record', **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -86,8 +98,13 @@ class IdentityFolder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self):
     for index, (path, label) in enumerate(self._items):
-      data = path.read_bytes()
-      decode_face(data, source=str(path))  # fail loudly on corrupt files; never skip
+      if self._align == 'never':
+        data = path.read_bytes()
+        decode_face(data, source=str(path))  # fail loudly on corrupt files; never skip
+      else:
+        buffer = io.BytesIO()
+        Image.fromarray(align_lib.read_face(path, self._align)).save(buffer, 'PNG')
+        data = buffer.getvalue()
       yield index, {'image': data, 'label': label, 'path': str(path.relative_to(self._root))}
 
 
@@ -105,11 +122,12 @@ class FaceDataset:
     return len(self.labels)
 
 
-def load_identity_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> FaceDataset:
-  """Prepares (once; cached under `cache_dir`/tfds) and opens an identity folder."""
+def load_identity_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                         align: str = 'never') -> FaceDataset:
+  """Prepares (once; cached under `cache_dir`/tfds) and opens an identity folder (align: see the module doc)."""
   tfds.disable_progress_bar()
   def prepared_builder() -> IdentityFolder:  # made after the build, so that it reads the finished dataset
-    builder = IdentityFolder(root=root, data_dir=str(Path(cache_dir or DEFAULT_CACHE) / 'tfds'))
+    builder = IdentityFolder(root=root, align=align, data_dir=str(Path(cache_dir or DEFAULT_CACHE) / 'tfds'))
     builder.download_and_prepare()
     return builder
 

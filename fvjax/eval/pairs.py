@@ -45,22 +45,23 @@ def is_pair_file(path: str | os.PathLike) -> bool:
 
 
 def evaluate(backbone: backbones.FrozenBackbone, paths: list[str], flip: bool = True, num_pairs: int = 3000,
-             test_fraction: float = 0.25, split_seed: int = 0) -> dict[str, dict]:
+             test_fraction: float = 0.25, split_seed: int = 0, align: str = 'auto') -> dict[str, dict]:
   """{pair set name: report} of `backbone` on each path: a pair file, or an identity folder, whose held-out
   identities give `num_pairs` random pairs (seeded by `split_seed`, as `fvjax train` draws them). For an identity
   folder a trained backbone was trained on, its own split is used, so the pairs are the ones its run reported;
-  otherwise `test_fraction` of the identities, split by `split_seed` (the CelebA experiments' defaults)."""
+  otherwise `test_fraction` of the identities, split by `split_seed` (the CelebA experiments' defaults), their
+  images made crops by `align` (see `fvjax.data.folder`)."""
   reports = {}
   for path in paths:
     if is_pair_file(path):
       reports[report_name(path)] = pair_set_report(path, backbone.features_fn, flip)
       continue
-    split = backbones.DataSplit(str(path), test_fraction, split_seed)
+    split = backbones.DataSplit(str(path), test_fraction, split_seed, align)
     run = backbone.run_config
     if run is not None and Path(run.data_dir).resolve() == Path(path).resolve():
-      split = backbones.DataSplit(str(path), float(run.test_fraction), int(run.split_seed))
+      split = backbones.DataSplit(str(path), float(run.test_fraction), int(run.split_seed), run.get('align', 'never'))
       num_pairs = int(run.eval_pairs)
-    faces = data.load_faces(split.data_dir)
+    faces = data.load_faces(split.data_dir, align=split.align)
     _, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)
     reports[f'{report_name(path)}_held_out'] = held_out_report(faces, test_idx, backbone.features_fn, num_pairs,
                                                                split.split_seed, flip)

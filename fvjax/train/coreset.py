@@ -48,6 +48,7 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.backbone = ''  # a finished `fvjax train` workdir (its data and split are reused) or 'pretrained:NAME'
   c.data_dir = ''  # identity folder, for a pretrained backbone ('' with a workdir backbone: its data)
+  c.align = 'auto'  # for a pretrained backbone: raw photos in data_dir are aligned ('never': padded)
   c.test_fraction = 0.25  # identities held out, for a pretrained backbone (a workdir backbone's own split is reused)
   c.split_seed = 0
   c.aggregator = ml_collections.ConfigDict({'coreset_size': 3, 'num_heads': 8, 'dropout_rate': 0.1,
@@ -159,7 +160,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   workdir = Path(workdir)
   backbone = backbones.load(config.backbone)
   split = backbone.data_split(config)
-  features, faces = backbone_features(backbone, split.data_dir, progress)
+  features, faces = backbone_features(backbone, split, progress)
   fit_idx, val_idx, test_idx = identity_split(faces, split, config.validation_fraction, config.seed)
   for rows in chunked(np.arange(len(features))):  # NaN / zero features from the backbone
     check_sets(features[rows].reshape(1, -1, features.shape[-1]))

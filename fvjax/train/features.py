@@ -25,18 +25,18 @@ from fvjax.eval import verification
 DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
 
 
-def backbone_features(backbone: backbones.FrozenBackbone, data_dir: str, progress: bool = False
+def backbone_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, progress: bool = False
                       ) -> tuple[np.ndarray, data.FaceDataset]:
-  """(raw features [N, 2, C] of every image of `data_dir` and of its mirror (read-only memmap), the faces)."""
-  faces = data.load_faces(data_dir)
-  folder = backbone.features_dir(data_dir)
+  """(raw features [N, 2, C] of every image of the split's data and of its mirror (read-only memmap), the faces)."""
+  faces = data.load_faces(split.data_dir, align=split.align)
+  folder = backbone.features_dir(split)
   path, key_path = folder / 'features.npy', folder / 'key.json'
-  key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': str(data_dir),
-         'images': len(faces)}
+  key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': split.data_dir,
+         'align': split.align, 'images': len(faces)}
   if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
     return np.load(path, mmap_mode='r'), faces
   if not len(faces):
-    raise data.DatasetError(f'{data_dir} holds no images')
+    raise data.DatasetError(f'{split.data_dir} holds no images')
   folder.mkdir(parents=True, exist_ok=True)
   partial = folder / f'features.{jax.process_index()}.partial.npy'
   out = None

@@ -46,6 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.backbone = ''  # h_bb: a finished `fvjax train` workdir (its data and split are reused) or 'pretrained:NAME'
   c.data_dir = ''  # identity folder or .rec, for a pretrained backbone ('' with a workdir backbone: its data)
+  c.align = 'auto'  # for a pretrained backbone: raw photos in data_dir are aligned ('never': padded)
   c.test_fraction = 0.25  # identities held out, for a pretrained backbone (a workdir backbone's own split is reused)
   c.split_seed = 0
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
@@ -155,7 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   workdir = Path(workdir)
   backbone = backbones.load(config.backbone)
   split = backbone.data_split(config)
-  features, faces = features_lib.backbone_features(backbone, split.data_dir, progress)
+  features, faces = features_lib.backbone_features(backbone, split, progress)
   spec = verifier_spec(config)
   if split.test_fraction:
     train_idx, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)

@@ -27,6 +27,7 @@ def default_config() -> ml_collections.ConfigDict:
   """All fields of a recognition run (experiments override what they need)."""
   c = ml_collections.ConfigDict()
   c.data_dir = ''  # identity folder, or an insightface .rec
+  c.align = 'auto'  # identity folders of raw photos: 'auto' aligns images that are not 112x112, 'never' pads them
   c.test_fraction = 0.25  # identities held out for verification (0 with a .rec + eval_bins)
   c.split_seed = 0
   c.backbone = 'seesaw_shuffle'
@@ -79,7 +80,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
         progress: bool = True) -> dict:
   """Trains (resuming from `workdir`) and evaluates; returns and writes the report."""
   workdir = Path(workdir)
-  faces = data.load_faces(config.data_dir)
+  faces = data.load_faces(config.data_dir, align=config.align)
   if config.test_fraction:
     train_idx, test_idx = data.split_identities(faces.labels, config.test_fraction, config.split_seed)
   else:
