@@ -86,7 +86,7 @@ shell: `fvjax enroll --hyper runs/demo/hyper --images PHOTO --out me.fvjax` and 
 
 ## Where next
 - `experiments/*_celeba_cpu.py`: the same methods on 240 real CelebA identities;
-- `experiments/README.md`: the papers' full-scale configs and what was measured here.'''),
+- `experiments/README.md`: the papers' full-scale configs and what has been measured at small scale.'''),
 ]
 
 HYPERNETWORK = [

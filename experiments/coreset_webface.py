@@ -10,7 +10,7 @@ Recipe:   the reference's train.sh: K=3, batch 20 templates of up to 20 faces, A
 Expected: the paper's IJB-B / IJB-C TAR@FAR=1e-4 with an AdaFace IR-101 backbone (see experiments/README.md).
           fvjax reads the IJB meta layout and evaluates templates (fvjax.eval.sets.read_ijb); aligning the
           IJB loose crops from their 5 landmarks is not implemented, so this config reports the
-          identity-template protocol on held-out WebFace identities. Not run here (no data in this workplace).
+          identity-template protocol on held-out WebFace identities. Not run: needs WebFace4M features and IJB.
 """
 
 import os

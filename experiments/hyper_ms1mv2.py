@@ -9,10 +9,10 @@ Streaming: the backbone's features of all 5.8M images are computed once (one pas
           threads ahead of the device. Host memory stays at a few GB.
 Protocol: each .bin pair: enrol the first image, probe the second, and the reverse; the embedding-cosine
           baseline of the same backbone on the same pairs (Rozner et al. report the six-set table against
-          embedding models; the paper's exact six sets and its training hyperparameters were not readable here:
-          the sets are the six insightface ones, and every size below is our choice, a config field).
+          embedding models; its exact six sets and training hyperparameters are not reproduced: the sets are
+          the six insightface ones, and every size below is our choice, a config field).
 Hardware: one GPU; expected a few hours (host decoding of 192 probe images a step dominates; raise
-          decode_threads on a many-core host). Not run here (no MS1MV2 in this workplace).
+          decode_threads on a many-core host). Not run: needs MS1MV2, not included.
 """
 
 import os

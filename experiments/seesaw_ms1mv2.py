@@ -6,7 +6,7 @@ Data:     $FVJAX_DATA_DIR/faces_emore/{train.rec,train.idx,lfw.bin,cfp_fp.bin,ag
 Hardware: the reference trained on GPUs with batch 256; here the global batch is split over every device
           (and host, with --distributed). Use --set dtype=bfloat16 on GPU/TPU.
 Expected (paper, 10-fold): seesaw_shuffle LFW 99.60-99.70, CFP-FP 92.03-92.90, AgeDB-30 96.30-96.85;
-          dw_seesaw_v2 LFW 99.80, CFP-FP 97.24, AgeDB-30 97.55. Not run here (no MS1MV2 in this workplace).
+          dw_seesaw_v2 LFW 99.80, CFP-FP 97.24, AgeDB-30 97.55. Not run: needs MS1MV2, not included.
 """
 
 import os

@@ -1,8 +1,8 @@
 """Hypernetwork generator h_gen: enrolment embedding -> weights theta of the tiny verifier f.
 
 h = h_gen o h_bb: the frozen backbone h_bb embeds the enrolment image(s);
-h_gen (trained) maps the embedding to theta. Our design (the paper's exact
-generator is not readable here; every size is a field):
+h_gen (trained) maps the embedding to theta. Our design (the paper's generator
+is not reproduced; every size is a field):
 
   L2-normalised embedding [E] -> Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU
   -> LayerNorm -> one linear head per tensor of f -> raw values, each kernel

@@ -2,14 +2,12 @@
 
 Rozner et al. (FG 2024, arXiv 2312.13240) report an f of about 23k parameters
 and 5M FLOPs whose weights theta are generated per user by a hypernetwork.
-The layer table of the paper could not be read in this workplace (only its
-abstract and introduction are reachable), so the default `VerifierSpec` is
-our choice, made to match the published budget, and every field is
-configurable: a 64x64 RGB input (the 112x112 aligned crop, resized by
+The paper's layer table is not reproduced: this layout is ours, at the
+published budget, and every field of `VerifierSpec` is configurable: a 64x64 RGB input (the 112x112 aligned crop, resized by
 `fvjax.edge.verifier_input`), four
 3x3 convolutions (16, 32, 32, 32 channels; strides 2, 2, 2, 1) with ReLU,
 global average pooling and a linear logit. Exact counts (tested):
-23,617 parameters and 2,801,664 multiply-adds = 5.6M FLOPs per image.
+23,617 parameters and 2,801,696 multiply-adds = 5.6M FLOPs per image.
 
 f is a pure function of a flat parameter vector, so thousands of users are
 scored at once by mapping it over their thetas (`apply_many`: `lax.map` over

@@ -16,7 +16,7 @@ other users' (look-alike) images negatives.
 Loss = weighted BCE (positives weighted `positive_weight`, default
 #negatives / #positives) + norm_penalty * mean ||theta||^2, the penalty switched
 on from `norm_penalty_start` (the schedule of objectives; the paper's exact
-schedule is not readable here, so both switch points are config fields).
+schedule is not reproduced, so both switch points are config fields).
 
 Evaluation, the pair protocol: enrol with one image of a pair, probe with the
 other, in both orders, beside the embedding-cosine baseline of the same
