@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fvjax import cli, data, demo, edge
+from fvjax import cli, data, demo, edge, enroll
 from fvjax.train import hyper
 
 DATA = Path(os.environ.get('FVJAX_NOTEBOOK_DATA', cli.DEMO_DATA))  # any identity folder, e.g. celeba_aligned
@@ -54,7 +54,7 @@ Image(filename=str(WORKDIR / 'roc.png'))'''),
     ('markdown', '''\
 ## 4. Enrol an unseen person and verify probes
 
-`hyper.enroll` runs the frozen backbone and the generator once; the resulting verifier is a flat weight vector
+`enroll.from_images` runs the frozen backbone and the generator once; the resulting verifier is a flat weight vector
 that `edge.numpy_forward` runs with NumPy alone (what a phone or door lock would hold).'''),
     ('code', '''\
 faces = data.load_faces(DATA)
@@ -63,7 +63,7 @@ unseen = [faces.names[i] for i in np.unique(faces.labels[test_idx])]
 person, others = unseen[0], unseen[1:4]
 photos = sorted((DATA / person).iterdir())
 enrolment = np.stack([data.decode_face(p.read_bytes(), source=str(p)) for p in photos[:1]])  # aligned crops
-user = hyper.enroll(WORKDIR / 'hyper', enrolment, [p.name for p in photos[:1]], person)
+user = enroll.from_images(WORKDIR / 'hyper', enrolment, [p.name for p in photos[:1]], person)
 probes = photos[1:5] + [sorted((DATA / o).iterdir())[0] for o in others]
 images = np.stack([data.decode_face(p.read_bytes(), source=str(p)) for p in probes])
 spec = edge.VerifierSpec.from_dict(user.spec)

@@ -170,11 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     run_verify(args.user, args.images, args.threshold, args.align)
     return
   if args.command == 'enroll':
-    from fvjax.train import hyper as hyper_training
+    from fvjax import enroll
     paths = _image_paths(args.images)
     faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
-    user = hyper_training.enroll(args.hyper, faces, [p.name for p in paths], args.name or Path(args.out).stem,
-                                 args.aggregate, args.coreset)
+    user = enroll.from_images(args.hyper, faces, [p.name for p in paths], args.name or Path(args.out).stem,
+                              args.aggregate, args.coreset)
     userfile.save(args.out, user)
     print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
           f'{len(user.theta):,} weights)')

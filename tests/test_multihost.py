@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fvjax import align, checkpoint, cli, edge, userfile
-from fvjax.train import hyper
+from fvjax import align, checkpoint, cli, edge, enroll, userfile
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +104,7 @@ def test_what_two_hosts_trained_loads_and_enrols_in_one_process(runs, tmp_path):
   assert {'single_image', 'set_mean', 'set_coreset'} <= set(report['enrolment'])
   images = sorted((cli.DEMO_DATA / 's1').iterdir())[:3]
   faces = np.stack([align.read_face(p, 'never') for p in images])
-  user = hyper.enroll(two / 'hyper', faces, [p.name for p in images], 'someone', 'coreset', two / 'coreset')
+  user = enroll.from_images(two / 'hyper', faces, [p.name for p in images], 'someone', 'coreset', two / 'coreset')
   userfile.save(tmp_path / 'someone.fvjax', user)
   theta = userfile.load(tmp_path / 'someone.fvjax').theta
   assert theta.shape == (edge.VerifierSpec.from_dict(user.spec).num_params,) and np.isfinite(theta).all()

@@ -8,10 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from fvjax import backbones, cli, edge, userfile
+from fvjax import backbones, cli, edge, enroll, userfile
 from fvjax.data import write_bin
 from fvjax.models import verifier
-from fvjax.train import hyper
 
 
 def make_user(theta=None):
@@ -52,7 +51,7 @@ def test_corrupted_and_foreign_user_files(tmp_path):
 
 def test_enrolment_with_zero_images_is_refused(tmp_path):
   with pytest.raises(ValueError, match='at least one image'):
-    hyper.enroll(tmp_path, np.zeros((0, 112, 112, 3), np.uint8), [], 'nobody')
+    enroll.from_images(tmp_path, np.zeros((0, 112, 112, 3), np.uint8), [], 'nobody')
 
 
 @pytest.mark.slow
@@ -103,7 +102,7 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
             '--coreset', str(cs), '--out', str(set_user), '--align', 'never'])
   assert userfile.load(set_user).sources == tuple(f'{i}.pgm' for i in sorted(range(1, 11), key=str))
   with pytest.raises(ValueError, match='needs the workdir'):
-    hyper.enroll(hy, np.zeros((1, 112, 112, 3), np.uint8), ['1.pgm'], 's1', aggregate='coreset')
+    enroll.from_images(hy, np.zeros((1, 112, 112, 3), np.uint8), ['1.pgm'], 's1', aggregate='coreset')
 
   user = tmp_path / 's1.fvjax'
   cli.main(['enroll', '--hyper', str(hy), '--images', str(faces / 's1' / '1.pgm'), str(faces / 's1' / '2.pgm'),

@@ -40,6 +40,7 @@ from fvjax import backbones, checkpoint, data, models, parallel
 from fvjax.eval import sets
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
+from fvjax.train import enrolment
 from fvjax.train.features import backbone_features, chunked
 from fvjax.train.loop import Task, train_from_config
 
@@ -204,7 +205,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'sets': {name: sets.evaluate_templates(fn, plain, protocol) for name, fn in descriptor_fns.items()},
   }
   if config.hyper_workdir:
-    from fvjax.train import enrolment
     report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone, model.aggregator, params,
                                             faces, features, test_idx, config.enrolment.set_size,
                                             config.enrolment.seed)

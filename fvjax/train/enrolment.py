@@ -25,7 +25,7 @@ from fvjax.eval import personalized, verification
 from fvjax.models import l2_normalize
 from fvjax.models.coreset import CoresetAggregator
 from fvjax.models.hypernet import enrolment_embedding
-from fvjax.train import features as features_lib
+from fvjax.train import features as features_lib, hyper
 
 
 def enrolment_sets(labels: np.ndarray, indices: np.ndarray, set_size: int,
@@ -55,7 +55,6 @@ def compare(hyper_workdir: str | Path, backbone: str, aggregator: CoresetAggrega
   features: raw features [N, 2, C] (image, mirror) from `backbone` (a `fvjax.backbones` name), which must be
   the hypernetwork's backbone too (checked).
   """
-  from fvjax.train import hyper
   generator, gen_params, h_config = hyper.load_generator(hyper_workdir)
   backbones.require_same(h_config.backbone, backbone, hyper_workdir, 'of the sets')
   spec = generator.spec

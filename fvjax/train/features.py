@@ -13,7 +13,6 @@ or the data change; a half-written file is never read.
 
 import json
 import os
-from pathlib import Path
 
 import jax
 import numpy as np

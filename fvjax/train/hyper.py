@@ -34,10 +34,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import backbones, checkpoint, data, edge, models, parallel, userfile
+from fvjax import backbones, checkpoint, data, edge, models, parallel
 from fvjax.eval import verification
 from fvjax.models import verifier
-from fvjax.models.hypernet import WeightGenerator, enrolment_embedding
+from fvjax.models.hypernet import WeightGenerator
 from fvjax.train import features as features_lib, kcs
 from fvjax.train.loop import Task, train_from_config
 
@@ -221,33 +221,3 @@ def _pair_logits(generate, enrol_embeddings: np.ndarray, probes: np.ndarray, spe
   fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
   return np.concatenate([np.asarray(fn(generate(jnp.asarray(enrol_embeddings[i:i + chunk])), probes[i:i + chunk]))
                          for i in range(0, len(probes), chunk)])
-
-
-def enroll(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str], name: str, aggregate: str = 'mean',
-           coreset_workdir: str | Path | None = None) -> userfile.User:
-  """One user's verifier from one or several enrolment images: aligned uint8 crops [n, 112, 112, 3] (see
-  `fvjax.align.read_face` for files and raw photos), `sources` naming them in the user file.
-
-  aggregate: how several images become the generator's input: 'mean' (mean of the
-  normalised embeddings, see `enrolment_embedding`) or 'coreset' (the FaceCoresetNet
-  descriptor of the set, from a `fvjax coreset` run on the same backbone).
-  """
-  if not len(faces):
-    raise ValueError('enrolment needs at least one image; none were given')
-  if aggregate not in ('mean', 'coreset'):
-    raise ValueError(f"unknown aggregate {aggregate!r}; expected 'mean' or 'coreset'")
-  generator, params, config = load_generator(hyper_workdir)
-  embed_fn = backbones.load(config.backbone).features_fn
-  if aggregate == 'mean':
-    enrolment = enrolment_embedding(jnp.asarray(verification.embed_images(embed_fn, faces)))
-  else:
-    from fvjax.train import coreset
-    if coreset_workdir is None:
-      raise ValueError("aggregate='coreset' needs the workdir of a `fvjax coreset` run")
-    aggregator, aggregator_params, coreset_config = coreset.load_aggregator(coreset_workdir)
-    backbones.require_same(config.backbone, coreset_config.backbone, hyper_workdir, coreset_workdir)
-    features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
-    enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
-  theta = generator.apply({'params': params}, enrolment[None])[0]
-  return userfile.User(theta=np.asarray(theta), spec=generator.spec.to_dict(), name=name,
-                       sources=tuple(sources))

@@ -1,0 +1,43 @@
+"""Enrolment: a user's personalised verifier from their photos, through a trained hypernetwork.
+
+`from_images` is what `fvjax enroll` runs; the user file it returns is all a device needs (`fvjax verify`).
+"""
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from fvjax import backbones, userfile
+from fvjax.eval import verification
+from fvjax.models.hypernet import enrolment_embedding
+from fvjax.train import coreset, hyper
+
+
+def from_images(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str], name: str, aggregate: str = 'mean',
+           coreset_workdir: str | Path | None = None) -> userfile.User:
+  """One user's verifier from one or several enrolment images: aligned uint8 crops [n, 112, 112, 3] (see
+  `fvjax.align.read_face` for files and raw photos), `sources` naming them in the user file.
+
+  aggregate: how several images become the generator's input: 'mean' (mean of the
+  normalised embeddings, see `enrolment_embedding`) or 'coreset' (the FaceCoresetNet
+  descriptor of the set, from a `fvjax coreset` run on the same backbone).
+  """
+  if not len(faces):
+    raise ValueError('enrolment needs at least one image; none were given')
+  if aggregate not in ('mean', 'coreset'):
+    raise ValueError(f"unknown aggregate {aggregate!r}; expected 'mean' or 'coreset'")
+  generator, params, config = hyper.load_generator(hyper_workdir)
+  embed_fn = backbones.load(config.backbone).features_fn
+  if aggregate == 'mean':
+    enrolment = enrolment_embedding(jnp.asarray(verification.embed_images(embed_fn, faces)))
+  else:
+    if coreset_workdir is None:
+      raise ValueError("aggregate='coreset' needs the workdir of a `fvjax coreset` run")
+    aggregator, aggregator_params, coreset_config = coreset.load_aggregator(coreset_workdir)
+    backbones.require_same(config.backbone, coreset_config.backbone, hyper_workdir, coreset_workdir)
+    features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
+    enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
+  theta = generator.apply({'params': params}, enrolment[None])[0]
+  return userfile.User(theta=np.asarray(theta), spec=generator.spec.to_dict(), name=name,
+                       sources=tuple(sources))
