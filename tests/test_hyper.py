@@ -7,7 +7,7 @@ import pytest
 from fvjax import backbones, edge
 from fvjax.eval import personalized
 from fvjax.models import count_macs_of, hypernet, verifier
-from fvjax.train import hyper, kcs
+from fvjax.train import features as features_lib, hyper, kcs
 
 SPEC = verifier.VerifierSpec()
 
@@ -148,3 +148,32 @@ def test_runs_on_different_backbones_are_not_combined(tmp_path):
   backbones.require_same('pretrained:dlib_resnet', 'pretrained:dlib_resnet', 'hyper', 'coreset')
   with pytest.raises(ValueError, match='pretrained:dlib_resnet, the run coreset on .*bb'):
     backbones.require_same('pretrained:dlib_resnet', tmp_path / 'bb', 'hyper', 'coreset')
+
+
+def test_input_centre_is_fixed_and_moves_the_generator_input():
+  gen = hypernet.WeightGenerator(SPEC, hidden=8)
+  emb = jax.random.normal(jax.random.key(0), (3, 4))
+  centre = jnp.array([0.5, 0.0, 0.0, 0.0])
+  task = hyper.hyper_task(gen, SPEC, embedding_size=4, positive_weight=0.0, batches=None, input_centre=centre)
+  params = task.init(jax.random.key(0))['params']
+  np.testing.assert_array_equal(params['input_centre'], centre)
+  # the generator sees normalise(normalise(e) - centre): the same as a zero centre given the moved embeddings
+  unit = emb / jnp.linalg.norm(emb, axis=1, keepdims=True)
+  moved = gen.apply({'params': params}, emb)
+  plain = gen.apply(hypernet.with_input_centre({'params': params}, jnp.zeros(4)), unit - centre)
+  np.testing.assert_allclose(moved, plain, rtol=1e-5, atol=1e-6)
+  grads = jax.grad(lambda p: jnp.sum(gen.apply({'params': p}, emb) ** 2))(params)
+  assert not np.any(grads['input_centre'])  # never trained
+  from fvjax.train.optim import OptimizerConfig, make_optimizer
+  tx = make_optimizer(OptimizerConfig(name='adamw', weight_decay=0.5), 10)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert not np.any(updates['input_centre'])  # nor decayed
+
+
+def test_mean_embedding_streams_the_flip_summed_unit_embeddings():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(7, 2, 5)).astype(np.float32)
+  rows = np.array([6, 1, 3])
+  summed = features[rows].sum(1)
+  expected = (summed / np.linalg.norm(summed, axis=1, keepdims=True)).mean(0)
+  np.testing.assert_allclose(features_lib.mean_embedding(features, rows), expected, rtol=1e-6)

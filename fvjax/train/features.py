@@ -60,6 +60,12 @@ def embeddings(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
   return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
 
+def mean_embedding(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
+  """The mean [C] of `embeddings(features, rows)`, streamed over the memmap in bounded memory."""
+  total = sum(embeddings(features, chunk).sum(axis=0) for chunk in chunked(np.asarray(rows)))
+  return (total / len(rows)).astype(np.float32)
+
+
 def chunked(rows: np.ndarray, size: int = 1 << 16):
   """Consecutive slices of `rows` of at most `size` (to stream over a memmap in bounded memory)."""
   return (rows[start:start + size] for start in range(0, len(rows), size))

@@ -37,7 +37,7 @@ import optax
 from fvjax import backbones, checkpoint, data, edge, models, parallel
 from fvjax.eval import verification
 from fvjax.models import verifier
-from fvjax.models.hypernet import WeightGenerator
+from fvjax.models.hypernet import WeightGenerator, with_input_centre
 from fvjax.train import features as features_lib, kcs
 from fvjax.train.loop import Task, train_from_config
 
@@ -59,6 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
   # at half-way the verifiers reach the embedding baseline (experiments/README.md).
   c.kcs_start = 1000
   c.positive_weight = 0.0  # 0: #negatives / #positives of the batch
+  c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
@@ -130,8 +131,10 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
 
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, positive_weight: float,
-               batches) -> Task:
-  """Weighted BCE of every generated verifier on every probe of the batch, plus the scheduled norm penalty."""
+               batches, input_centre: np.ndarray | None = None) -> Task:
+  """Weighted BCE of every generated verifier on every probe of the batch, plus the scheduled norm penalty.
+
+  input_centre [E]: the generator's fixed input centre (None: zero)."""
   # im2col convolutions on CPU: their gradient w.r.t. the generated weights is 15x faster there.
   conv_impl = 'matmul' if jax.default_backend() == 'cpu' else 'xla'
 
@@ -148,7 +151,11 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
     accuracy = jnp.mean((logits > 0) == (targets > 0))
     return total, (model_state, {'bce': bce, 'theta_norm2': norm, 'pair_accuracy': accuracy})
 
-  return Task(init=lambda rng: generator.init(rng, jnp.zeros((1, embedding_size))), loss=loss, batches=batches)
+  def init(rng):
+    variables = generator.init(rng, jnp.zeros((1, embedding_size)))
+    return variables if input_centre is None else with_input_centre(variables, input_centre)
+
+  return Task(init=init, loss=loss, batches=batches)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
@@ -172,7 +179,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                          spec)
 
   generator = WeightGenerator(spec, config.hidden)
-  task = hyper_task(generator, spec, features.shape[-1], config.positive_weight, batches)
+  centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
+  task = hyper_task(generator, spec, features.shape[-1], config.positive_weight, batches, centre)
   state = train_from_config(task, config, workdir, progress=progress)
   generate = jax.jit(lambda e: generator.apply({'params': state.params}, e))
   report = {
