@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
+  demo.add_argument('--align', choices=align.ALIGN_MODES, default=None,
+                    help="how the folder's images become crops (default: 'never' for the shipped faces, else 'auto')")
   demo.add_argument('--backbone', default='seesaw_shuffle',
                     help="'seesaw_shuffle' (trained from scratch) or 'pretrained:dlib_resnet' (shipped, no training)")
   multi_host = {'train': 'train and evaluate an experiment config',
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     return
   if args.command == 'demo':
     from fvjax import demo
-    report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone)
+    align_mode = args.align or ('never' if Path(args.data_dir) == DEMO_DATA else 'auto')
+    report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone, align=align_mode)
     print(f'\nheld-out identities of {args.data_dir}:')
     print(demo.format_table(report['table']))
     print(f"(acc: 10-fold accuracy on balanced pairs, chance 50%. MAdds per probe image.) Reproduce: {command}")

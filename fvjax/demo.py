@@ -24,16 +24,17 @@ from fvjax.train import coreset, hyper, recognition
 TRAINED_BACKBONE = 'seesaw_shuffle'
 
 
-def configs(data_dir: str | Path, workdir: Path, backbone_steps: int,
-            backbone: str = TRAINED_BACKBONE) -> dict[str, ml_collections.ConfigDict]:
+def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: str = TRAINED_BACKBONE,
+            align: str = 'never') -> dict[str, ml_collections.ConfigDict]:
   """The stage configs, sized for ~40 identities x 10 images on 2 CPU cores.
 
   backbone: 'seesaw_shuffle' (trained from scratch as the first stage) or a pretrained model ('pretrained:NAME'),
-  which the other stages use directly on the same identity split.
+  which the other stages use directly on the same identity split. align: how the folder's images become crops
+  ('never' for the shipped AT&T faces, which are not aligned crops and are kept as they are; 'auto' for raw photos).
   """
   bb = recognition.default_config()
   bb.data_dir = str(data_dir)
-  bb.align = 'never'  # the AT&T faces are not aligned crops and are kept as they are (scaled and padded)
+  bb.align = align
   bb.test_fraction = 0.25
   bb.batch_size = 32
   bb.total_steps = backbone_steps
@@ -80,12 +81,12 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int,
 
 
 def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 85, progress: bool = True,
-        backbone: str = TRAINED_BACKBONE) -> dict:
+        backbone: str = TRAINED_BACKBONE, align: str = 'never') -> dict:
   """Runs (or resumes) the stages; returns the combined report (also `workdir/report.json`)."""
   workdir = Path(workdir)
   stages = {'backbone': recognition.run, 'hyper': hyper.run, 'coreset': coreset.run}
   report = {}
-  for name, config in configs(data_dir, workdir, backbone_steps, backbone).items():
+  for name, config in configs(data_dir, workdir, backbone_steps, backbone, align).items():
     print(f'\n== {name} ==', flush=True)
     report[name] = stages[name](config, workdir / name, progress=progress)
   report['table'] = summary_rows(report)
