@@ -100,7 +100,7 @@ def summary_rows(report: dict) -> list[dict]:
   h, c = report['hyper'], report['coreset']
   e, pairs = c['enrolment'], report['hyper']['verification']['held_out_identities']
   image_pairs = f"{pairs['embedding_cosine']['pairs']:,} image pairs"
-  probes = f"{e['users']} users x {e['genuine_pairs'] + e['impostor_pairs']:,} probes"
+  probes = f"{e['users']} users x {e['probes']} probes"
   templates = f"{c['templates']} templates, {sum(c['template_pairs'].values()):,} pairs"
   rows = [
       ('backbone cosine', h['backbone_params'], h['backbone_madds'], image_pairs, pairs['embedding_cosine']),

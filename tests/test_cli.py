@@ -49,7 +49,8 @@ def test_demo_table_and_roc_figure(tmp_path):
                     'embedding_cosine': result(2.0), 'verifier_enrol_first': result(1.0)}}},
       'coreset': {'aggregator_params': 2_104_321, 'templates': 20, 'template_pairs': {'genuine': 10, 'impostor': 180},
                   'sets': {'coreset': result(3.0), 'mean_pooling': result(2.5), 'norm_weighted_pooling': result(0.5)},
-                  'enrolment': {'users': 10, 'set_size': 3, 'genuine_pairs': 70, 'impostor_pairs': 630, **enrol}},
+                  'enrolment': {'users': 10, 'set_size': 3, 'probes': 70, 'genuine_pairs': 70, 'impostor_pairs': 630,
+                                **enrol}},
   }
   rows = demo.summary_rows(report)
   assert [r['method'] for r in rows][:2] == ['backbone cosine', 'verifier, enrol 1 image']
@@ -57,6 +58,7 @@ def test_demo_table_and_roc_figure(tmp_path):
   assert rows[0]['auc'] == held_out['embedding_cosine']['auc'] and rows[5]['params'] == 2_104_321
   table = demo.format_table(rows)
   assert 'coreset set descriptor' in table and '2,104,321' in table and '145.8M' in table
+  assert '10 users x 70 probes' in table  # 700 scores: each user's verifier on every probe
   demo.plot_roc(report, tmp_path / 'roc.png')
   assert (tmp_path / 'roc.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
