@@ -10,7 +10,6 @@ Protocol: 4 disjoint random templates (1-8 images) per test identity, all templa
           coreset vs mean pooling vs norm-weighted pooling on the same features. Enrolment: 5 images vs 1.
 """
 
-import os
 import sys
 
 from fvjax.train import coreset
@@ -18,8 +17,7 @@ from fvjax.train import coreset
 
 def get_config():
   c = coreset.default_config()
-  c.backbone = 'runs/seesaw_celeba_cpu'  # or 'pretrained:dlib_resnet' (on data_dir, the same split)
-  c.data_dir = os.path.join(os.environ.get('FVJAX_DATA_DIR', '../shared/data'), 'celeba_aligned')
+  c.backbone = 'runs/seesaw_celeba_cpu'  # its data and split; on the pretrained model: *_pretrained_cpu.py
   c.hyper_workdir = 'runs/hyper_celeba_cpu'
   c.sets_per_batch = 32
   c.max_set_size = 20

@@ -8,7 +8,6 @@ Protocol: 3,000 balanced pairs of held-out identities; enrol with one image, pro
           orders reported); baseline = cosine of the same backbone's embeddings on the same pairs.
 """
 
-import os
 import sys
 
 from fvjax.train import hyper
@@ -16,8 +15,7 @@ from fvjax.train import hyper
 
 def get_config():
   c = hyper.default_config()
-  c.backbone = 'runs/seesaw_celeba_cpu'  # or 'pretrained:dlib_resnet' (on data_dir, the same split)
-  c.data_dir = os.path.join(os.environ.get('FVJAX_DATA_DIR', '../shared/data'), 'celeba_aligned')
+  c.backbone = 'runs/seesaw_celeba_cpu'  # its data and split; on the pretrained model: *_pretrained_cpu.py
   c.total_steps = 2000
   c.users_per_batch = 16
   c.positives_per_user = 2
