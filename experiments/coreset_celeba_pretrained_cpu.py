@@ -11,30 +11,20 @@ Runtime:  about 10 minutes on 2 CPU cores (after the hypernetwork run, whose fea
 
 import os
 import sys
+from pathlib import Path
 
-from fvjax.train import coreset
+from fvjax import cli
 
 
 def get_config():
-  c = coreset.default_config()
+  c = cli.load_config(Path(__file__).with_name('coreset_celeba_cpu.py'))  # its training, templates and enrolment
   c.backbone = 'pretrained:dlib_resnet'
   c.data_dir = os.path.join(os.environ.get('FVJAX_DATA_DIR', '../shared/data'), 'celeba_aligned')
-  c.test_fraction = 0.25
+  c.test_fraction = 0.25  # the split of experiments/seesaw_celeba_cpu.py
   c.split_seed = 0
   c.hyper_workdir = 'runs/hyper_celeba_pretrained_cpu'
-  c.aggregator.num_heads = 8  # 128-d features: 16 per head
-  c.sets_per_batch = 32
-  c.max_set_size = 20
-  c.optimizer.learning_rate = 1e-3  # as coreset_celeba_cpu.py
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.warmup_steps = 50
-  c.total_steps = 1000
-  c.eval_every = 250
-  c.checkpoint_every = 250
-  c.log_every = 50
   return c
 
 
 if __name__ == '__main__':
-  from fvjax.cli import main
-  main(['coreset', '--config', __file__, '--workdir', 'runs/coreset_celeba_pretrained_cpu', *sys.argv[1:]])
+  cli.main(['coreset', '--config', __file__, '--workdir', 'runs/coreset_celeba_pretrained_cpu', *sys.argv[1:]])

@@ -12,29 +12,22 @@ Runtime:  about 25 minutes on 2 CPU cores (features of 4.8k images once, 2,000 s
 
 import os
 import sys
+from pathlib import Path
 
-from fvjax.train import hyper
+from fvjax import cli
 
 DATA = os.environ.get('FVJAX_DATA_DIR', '../shared/data')
 
 
 def get_config():
-  c = hyper.default_config()
+  c = cli.load_config(Path(__file__).with_name('hyper_celeba_cpu.py'))  # its sizes and half-way schedule
   c.backbone = 'pretrained:dlib_resnet'
   c.data_dir = os.path.join(DATA, 'celeba_aligned')
   c.test_fraction = 0.25  # the split of experiments/seesaw_celeba_cpu.py
   c.split_seed = 0
-  c.total_steps = 2000
-  c.users_per_batch = 16
-  c.positives_per_user = 2
-  c.num_clusters = 6
-  c.kcs_start = 1000  # the half-way schedule of hyper_celeba_cpu.py
-  c.norm_penalty_start = 1000
-  c.checkpoint_every = 500
   c.eval_bins = (os.path.join(DATA, 'lfw_aligned'),)
   return c
 
 
 if __name__ == '__main__':
-  from fvjax.cli import main
-  main(['hyper', '--config', __file__, '--workdir', 'runs/hyper_celeba_pretrained_cpu', *sys.argv[1:]])
+  cli.main(['hyper', '--config', __file__, '--workdir', 'runs/hyper_celeba_pretrained_cpu', *sys.argv[1:]])
