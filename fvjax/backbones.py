@@ -66,7 +66,7 @@ class FrozenBackbone:
     pretrained one (a folder per data path and align mode)."""
     if self.run_config is not None:
       return Path(self.source) / 'features'
-    name = pretrained.load(self.source).name
+    name = self.source.removeprefix(pretrained.PREFIX)
     digest = hashlib.sha256(f'{Path(split.data_dir).resolve()}|{split.align}'.encode()).hexdigest()[:16]
     return data_folder.DEFAULT_CACHE / 'features' / name / f'{Path(split.data_dir).name}_{digest}'
 
