@@ -12,6 +12,7 @@ import numpy as np
 
 from fvjax.data.folder import DatasetError
 from fvjax.data.insightface import read_bin
+from fvjax.imageio import decode_face
 
 
 def read_lfw(root: str | os.PathLike, pairs_file: str = 'pairs.txt') -> tuple[list[bytes], np.ndarray]:
@@ -52,3 +53,9 @@ def read_pairs(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
   """A verification pair set: an insightface `.bin` file or an LFW-layout folder (with `pairs.txt`)."""
   path = Path(path)
   return read_lfw(path) if path.is_dir() else read_bin(path)
+
+
+def read_pair_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+  """`read_pairs` decoded: (uint8 faces [2P, 112, 112, 3], pair i = rows 2i and 2i+1; issame bool [P])."""
+  encoded, issame = read_pairs(path)
+  return np.stack([decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)]), issame

@@ -17,8 +17,7 @@ from fvjax.eval import verification
 
 def pair_set_report(path: str | os.PathLike, embed_fn: Callable, flip: bool = True) -> dict:
   """`verification_report` of embedding cosines on a pair set (`data.read_pairs`: an LFW folder or a `.bin`)."""
-  encoded, issame = data.read_pairs(path)
-  images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
+  images, issame = data.read_pair_images(path)
   embeddings = verification.embed_images(embed_fn, images, flip=flip)
   pairs = np.arange(len(images)).reshape(-1, 2)
   return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
@@ -56,13 +55,13 @@ def evaluate(backbone: backbones.FrozenBackbone, paths: list[str], flip: bool = 
     if is_pair_file(path):
       reports[report_name(path)] = pair_set_report(path, backbone.features_fn, flip)
       continue
-    split = backbones.DataSplit(str(path), test_fraction, split_seed, align)
+    split, pairs_drawn = backbones.DataSplit(str(path), test_fraction, split_seed, align), num_pairs
     run = backbone.run_config
     if run is not None and Path(run.data_dir).resolve() == Path(path).resolve():
       split = backbones.DataSplit(str(path), float(run.test_fraction), int(run.split_seed), run.get('align', 'never'))
-      num_pairs = int(run.eval_pairs)
+      pairs_drawn = int(run.eval_pairs)
     faces = data.load_faces(split.data_dir, align=split.align)
     _, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)
-    reports[f'{report_name(path)}_held_out'] = held_out_report(faces, test_idx, backbone.features_fn, num_pairs,
+    reports[f'{report_name(path)}_held_out'] = held_out_report(faces, test_idx, backbone.features_fn, pairs_drawn,
                                                                split.split_seed, flip)
   return reports

@@ -200,8 +200,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     report['verification']['held_out_identities'] = evaluate_pairs(
         generate, features_lib.embeddings(features, rows), inputs, issame, spec)
   for path in config.eval_bins:
-    encoded, issame = data.read_pairs(path)
-    images = np.stack([data.decode_face(b, source=f'{path}#{i}') for i, b in enumerate(encoded)])
+    images, issame = data.read_pair_images(path)
     embeddings, inputs = prepare(images, backbone.features_fn, spec)
     report['verification'][Path(path).stem] = evaluate_pairs(generate, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
