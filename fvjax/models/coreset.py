@@ -33,6 +33,7 @@ and where it chooses:
 """
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -43,6 +44,7 @@ import numpy as np
 from fvjax.models import l2_normalize
 
 _NORM_EPS = 1e-6
+_LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the reference's LayerNorms use
 
 
 def check_sets(features: np.ndarray, mask: np.ndarray | None = None) -> None:
@@ -196,7 +198,8 @@ class CoresetAggregator(nn.Module):
                                               self.gumbel_scale)
     coreset = jnp.einsum('bkt,btc->bkc', selection, features)
 
-    encode = nn.LayerNorm(name='norm_encoding_norm')
+    layer_norm = functools.partial(nn.LayerNorm, epsilon=_LAYER_NORM_EPS)
+    encode = layer_norm(name='norm_encoding_norm')
     set_encoding = encode(norm_encoding(safe_norm(features), c))
     coreset_encoding = encode(norm_encoding(safe_norm(coreset), c))
 
@@ -207,10 +210,10 @@ class CoresetAggregator(nn.Module):
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     q = coreset + coreset_encoding
     self_mask = picked[:, None, :, None] & picked[:, None, None, :]
-    q = nn.LayerNorm(name='self_attention_norm')(q + dropout(attention('self_attention')(q, mask=self_mask)))
+    q = layer_norm(name='self_attention_norm')(q + dropout(attention('self_attention')(q, mask=self_mask)))
     cross = attention('cross_attention')(q, inputs_k=features + set_encoding, inputs_v=features,
                                          mask=mask[:, None, None, :])
-    refined = coreset + nn.LayerNorm(name='cross_attention_norm')(coreset + dropout(cross))
+    refined = coreset + layer_norm(name='cross_attention_norm')(coreset + dropout(cross))
 
     weights = picked.astype(refined.dtype)[..., None]
     aggregate = jnp.sum(refined * weights, axis=1) / jnp.sum(weights, axis=1)
