@@ -42,7 +42,7 @@ def measure(name: str, batch: int, iters: int) -> dict:
   return {
       'name': name,
       'params': models.count_params(variables),
-      'madds': models.count_flops(module, variables, models.INPUT_SHAPE),
+      'madds': models.count_madds(module, variables, models.INPUT_SHAPE),
       'forward': images_per_second(forward, (variables, images), batch, iters),
       'train': images_per_second(train_step, (*state, images), batch, iters),
   }

@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fvjax import cli, data, demo, edge, enroll
+from fvjax import cli, data, demo, edge, enroll, imageio
 from fvjax.train import hyper
 
 DATA = Path(os.environ.get('FVJAX_NOTEBOOK_DATA', cli.DEMO_DATA))  # any identity folder, e.g. celeba_aligned
@@ -62,10 +62,10 @@ _, test_idx = data.split_identities(faces.labels, 0.25, 0)  # the demo's split: 
 unseen = [faces.names[i] for i in np.unique(faces.labels[test_idx])]
 person, others = unseen[0], unseen[1:4]
 photos = sorted((DATA / person).iterdir())
-enrolment = np.stack([data.decode_face(p.read_bytes(), source=str(p)) for p in photos[:1]])  # aligned crops
+enrolment = np.stack([imageio.decode_face(p.read_bytes(), source=str(p)) for p in photos[:1]])  # aligned crops
 user = enroll.from_images(WORKDIR / 'hyper', enrolment, [p.name for p in photos[:1]], person)
 probes = photos[1:5] + [sorted((DATA / o).iterdir())[0] for o in others]
-images = np.stack([data.decode_face(p.read_bytes(), source=str(p)) for p in probes])
+images = np.stack([imageio.decode_face(p.read_bytes(), source=str(p)) for p in probes])
 spec = edge.VerifierSpec.from_dict(user.spec)
 logits = edge.numpy_forward(user.theta, edge.verifier_input(images, spec), spec)
 

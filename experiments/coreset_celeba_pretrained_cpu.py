@@ -9,17 +9,17 @@ Protocol: 4 disjoint random templates (1-8 images) per held-out identity, all te
 Runtime:  about 10 minutes on 2 CPU cores (after the hypernetwork run, whose features it reuses).
 """
 
-import os
 import sys
 from pathlib import Path
 
 from fvjax import cli
+from fvjax.data import dataset_path
 
 
 def get_config():
   c = cli.load_config(Path(__file__).with_name('coreset_celeba_cpu.py'))  # its training, templates and enrolment
   c.backbone = 'pretrained:dlib_resnet'
-  c.data_dir = os.path.join(os.environ.get('FVJAX_DATA_DIR', '../shared/data'), 'celeba_aligned')
+  c.data_dir = dataset_path('celeba_aligned')
   c.test_fraction = 0.25  # the split of experiments/seesaw_celeba_cpu.py
   c.split_seed = 0
   c.hyper_workdir = 'runs/hyper_celeba_pretrained_cpu'

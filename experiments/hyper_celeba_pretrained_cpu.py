@@ -10,22 +10,21 @@ Protocol: 3,000 balanced pairs of held-out CelebA identities and LFW's pairs: en
 Runtime:  about 25 minutes on 2 CPU cores (features of 4.8k images once, 2,000 steps, LFW's 12,000 images).
 """
 
-import os
 import sys
 from pathlib import Path
 
 from fvjax import cli
+from fvjax.data import dataset_path
 
-DATA = os.environ.get('FVJAX_DATA_DIR', '../shared/data')
 
 
 def get_config():
   c = cli.load_config(Path(__file__).with_name('hyper_celeba_cpu.py'))  # its sizes and half-way schedule
   c.backbone = 'pretrained:dlib_resnet'
-  c.data_dir = os.path.join(DATA, 'celeba_aligned')
+  c.data_dir = dataset_path('celeba_aligned')
   c.test_fraction = 0.25  # the split of experiments/seesaw_celeba_cpu.py
   c.split_seed = 0
-  c.eval_bins = (os.path.join(DATA, 'lfw_aligned'),)
+  c.eval_bins = (dataset_path('lfw_aligned'),)
   return c
 
 

@@ -17,13 +17,14 @@ Hardware: one GPU; expected a few hours (host decoding of 192 probe images a ste
 
 import os
 
+from fvjax.data import dataset_path
 from fvjax.train import hyper
 
 VERIFICATION_SETS = ('lfw', 'cfp_fp', 'cfp_ff', 'agedb_30', 'calfw', 'cplfw')
 
 
 def get_config():
-  root = os.path.join(os.environ.get('FVJAX_DATA_DIR', '/data'), 'faces_emore')
+  root = dataset_path('faces_emore')
   c = hyper.default_config()
   c.backbone = os.path.join('runs', 'seesaw_ms1mv2')
   c.hidden = 512

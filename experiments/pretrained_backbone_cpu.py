@@ -15,7 +15,6 @@ Runtime:  about an hour on 2 CPU cores (dlib's own model on LFW's 12,000 images 
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,14 +22,14 @@ import ml_collections
 import numpy as np
 
 from fvjax import backbones, cli
+from fvjax.data import dataset_path
 from fvjax.eval import pairs
 
 
 def get_config():
-  data = os.environ.get('FVJAX_DATA_DIR', '../shared/data')
   c = ml_collections.ConfigDict()
   c.workdir = 'runs/pretrained_backbone_cpu'
-  c.pair_sets = (os.path.join(data, 'lfw_aligned'), os.path.join(data, 'celeba_aligned'), str(cli.DEMO_DATA))
+  c.pair_sets = (dataset_path('lfw_aligned'), dataset_path('celeba_aligned'), str(cli.DEMO_DATA))
   c.num_pairs = {'celeba_aligned': 3000, 'att_faces': 1000}  # the pairs the CelebA experiments and the demo report
   c.from_scratch = 'runs/seesaw_celeba_cpu'  # a `fvjax train` workdir; skipped if absent
   c.align = {'att_faces': 'never'}  # AT&T's faces are not crops: scaled and padded as the demo does; others 'auto'

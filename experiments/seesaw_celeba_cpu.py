@@ -1,20 +1,20 @@
 """SeesawFaceNet (shuffle) on real aligned CelebA faces, small scale, CPU.
 
 Run:      python experiments/seesaw_celeba_cpu.py      (or: fvjax train --config experiments/seesaw_celeba_cpu.py --workdir runs/seesaw_celeba_cpu)
-Data:     $FVJAX_DATA_DIR/celeba_aligned (default ../shared/data: 240 identities, 4.8k insightface-aligned 112x112 crops).
+Data:     $FVJAX_DATA_DIR/celeba_aligned (240 identities, 4.8k insightface-aligned 112x112 crops).
 Protocol: 25% of identities (60) held out; 3,000 balanced pairs among them, 10-fold accuracy, flip TTA.
 Runtime:  about 15 minutes on 2 CPU cores. Measured result: see experiments/README.md.
 """
 
-import os
 import sys
 
+from fvjax.data import dataset_path
 from fvjax.train import recognition
 
 
 def get_config():
   c = recognition.default_config()
-  c.data_dir = os.path.join(os.environ.get('FVJAX_DATA_DIR', '../shared/data'), 'celeba_aligned')
+  c.data_dir = dataset_path('celeba_aligned')
   c.backbone = 'seesaw_shuffle'
   c.test_fraction = 0.25
   c.batch_size = 64

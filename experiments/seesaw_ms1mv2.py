@@ -11,6 +11,7 @@ Expected (paper, 10-fold): seesaw_shuffle LFW 99.60-99.70, CFP-FP 92.03-92.90, A
 
 import os
 
+from fvjax.data import dataset_path
 from fvjax.train import recognition
 
 IMAGES = 5_822_653  # MS1MV2
@@ -19,7 +20,7 @@ STEPS_PER_EPOCH = IMAGES // BATCH
 
 
 def get_config():
-  root = os.path.join(os.environ.get('FVJAX_DATA_DIR', '/data'), 'faces_emore')
+  root = dataset_path('faces_emore')
   c = recognition.default_config()
   c.data_dir = os.path.join(root, 'train.rec')
   c.test_fraction = 0.0  # evaluate on the standard .bin sets instead

@@ -82,11 +82,11 @@ def load(source: str | Path, geometry: str = 'align') -> FrozenBackbone:
     chip = jnp.zeros((1, *model.input_shape))
     return FrozenBackbone(source=source, features_fn=model.features_fn, embedding_size=model.embedding_size,
                           params=models.count_params(model.variables),
-                          madds=models.count_macs_of(model.module.apply, model.variables, chip))
+                          madds=models.count_madds_of(model.module.apply, model.variables, chip))
   module, variables, config, step = load_trained(source)
   return FrozenBackbone(source=str(Path(source)), features_fn=verification.backbone_embed_fn(module, variables),
                         embedding_size=int(config.embedding_size), params=models.count_params(variables),
-                        madds=models.count_flops(module, variables, models.INPUT_SHAPE), step=step,
+                        madds=models.count_madds(module, variables, models.INPUT_SHAPE), step=step,
                         run_config=config)
 
 

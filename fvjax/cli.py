@@ -113,17 +113,84 @@ def print_coreset_report(report: dict, command: str) -> None:
   print(f'(TAR@FAR below 1/#impostor pairs is not resolvable: nan.) Reproduce: {command}')
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-  parser.add_argument('--config', required=True, help='experiments/*.py file with get_config()')
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
-  return parser
+ALIGN_HELP = ('auto: 112x112 images are aligned crops, other images are raw photos whose largest face is aligned '
+              "(needs pip install 'fvjax[align]'); always; never: take every image as a crop")
+
+# Each command imports what it needs when it runs: `fvjax verify` stays NumPy-only, and --help is instant.
 
 
-def main(argv: list[str] | None = None) -> None:
+def _run_verify(args, command: str) -> None:
+  del command
+  run_verify(args.user, args.images, args.threshold, args.align)
+
+
+def _run_enroll(args, command: str) -> None:
+  del command
+  from fvjax import enroll
+  paths = _image_paths(args.images)
+  faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
+  user = enroll.from_images(args.hyper, faces, [p.name for p in paths], args.name or Path(args.out).stem,
+                            args.aggregate, args.coreset)
+  userfile.save(args.out, user)
+  print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
+        f'{len(user.theta):,} weights)')
+
+
+def _run_eval(args, command: str) -> None:
+  from fvjax import backbones
+  from fvjax.eval import pairs
+  backbone = backbones.load(args.backbone, args.geometry)
+  print(f'backbone {backbone.source}: {backbone.params:,} params, {backbone.madds / 1e6:.1f}M MAdds per image'
+        f"{', flip-averaged' if args.flip else ''}")
+  print_pair_reports(pairs.evaluate(backbone, args.pairs, args.flip, args.num_pairs, args.test_fraction,
+                                    args.split_seed, args.align), command)
+
+
+def _run_demo(args, command: str) -> None:
+  from fvjax import demo
+  align_mode = args.align or ('never' if Path(args.data_dir) == DEMO_DATA else 'auto')
+  report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone, align=align_mode)
+  print(f'\nheld-out identities of {args.data_dir}:')
+  print(demo.format_table(report['table']))
+  print(f"(acc: 10-fold accuracy on balanced pairs, chance 50%. MAdds per probe image.) Reproduce: {command}")
+  print(f"report: {Path(args.workdir) / 'report.json'}; ROC curves: {Path(args.workdir) / 'roc.png'}")
+
+
+def _initialize_distributed(args) -> None:
+  from fvjax import parallel
+  parallel.initialize_distributed(parallel.DistributedConfig.from_environment(args.distributed))
+
+
+def _run_train(args, command: str) -> None:
+  _initialize_distributed(args)
+  from fvjax.train import recognition
+  report = recognition.run(load_config(args.config, args.set), args.workdir)
+  if report.get('finished', True):
+    print_report(report, command)
+    print(f'report: {Path(args.workdir) / "report.json"}')
+
+
+def _run_hyper(args, command: str) -> None:
+  _initialize_distributed(args)
+  from fvjax.train import hyper
+  print_hyper_report(hyper.run(load_config(args.config, args.set), args.workdir), command)
+
+
+def _run_coreset(args, command: str) -> None:
+  _initialize_distributed(args)
+  from fvjax.train import coreset
+  print_coreset_report(coreset.run(load_config(args.config, args.set), args.workdir), command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  """The `fvjax` argument parser; each subcommand's `run(args, command)` is its parsed `run` default."""
+  from fvjax import __version__
   parser = argparse.ArgumentParser(prog='fvjax', description=__doc__)
+  parser.add_argument('--version', action='version', version=f'fvjax {__version__}')
   sub = parser.add_subparsers(dest='command', required=True)
+
   demo = sub.add_parser('demo', help='backbone, personalised verifiers and coreset sets on shipped real faces')
+  demo.set_defaults(run=_run_demo)
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
   demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
@@ -131,13 +198,20 @@ def main(argv: list[str] | None = None) -> None:
                     help="how the folder's images become crops (default: 'never' for the shipped faces, else 'auto')")
   demo.add_argument('--backbone', default='seesaw_shuffle',
                     help="'seesaw_shuffle' (trained from scratch) or 'pretrained:dlib_resnet' (shipped, no training)")
-  multi_host = {'train': 'train and evaluate an experiment config',
-                'hyper': 'train hypernetwork personalised verifiers on a trained backbone',
-                'coreset': 'train the FaceCoresetNet set aggregator on a trained backbone'}
-  for name, help_text in multi_host.items():
-    _add_config_arguments(sub.add_parser(name, help=help_text)).add_argument(
-        '--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
+
+  for name, run, help_text in (
+      ('train', _run_train, 'train and evaluate an experiment config'),
+      ('hyper', _run_hyper, 'train hypernetwork personalised verifiers on a trained backbone'),
+      ('coreset', _run_coreset, 'train the FaceCoresetNet set aggregator on a trained backbone')):
+    trainer = sub.add_parser(name, help=help_text)
+    trainer.set_defaults(run=run)
+    trainer.add_argument('--config', required=True, help='experiments/*.py file with get_config()')
+    trainer.add_argument('--workdir', required=True)
+    trainer.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a config field')
+    trainer.add_argument('--distributed', action='store_true', help='call jax.distributed.initialize() (multi-host)')
+
   enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
+  enroll.set_defaults(run=_run_enroll)
   enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
   enroll.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
   enroll.add_argument('--out', required=True, help='user file to write (.fvjax)')
@@ -145,10 +219,10 @@ def main(argv: list[str] | None = None) -> None:
   enroll.add_argument('--aggregate', choices=('mean', 'coreset'), default='mean',
                       help='several images -> one enrolment: mean embedding, or FaceCoresetNet descriptor')
   enroll.add_argument('--coreset', default=None, help='coreset workdir (`fvjax coreset`), for --aggregate coreset')
-  align_help = ('auto: 112x112 images are aligned crops, other images are raw photos whose largest face is aligned '
-                "(needs pip install 'fvjax[align]'); always; never: take every image as a crop")
-  enroll.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=align_help)
+  enroll.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+
   evaluate = sub.add_parser('eval', help='pair verification of a backbone: LFW, .bin sets, held-out identities')
+  evaluate.set_defaults(run=_run_eval)
   evaluate.add_argument('--backbone', required=True, help="'pretrained:dlib_resnet' or a `fvjax train` workdir")
   evaluate.add_argument('--pairs', required=True, nargs='+',
                         help='LFW-layout folders (pairs.txt), insightface .bin files, or identity folders '
@@ -159,63 +233,20 @@ def main(argv: list[str] | None = None) -> None:
   evaluate.add_argument('--num-pairs', type=int, default=3000, help='pairs drawn from an identity folder')
   evaluate.add_argument('--test-fraction', type=float, default=0.25, help="identity folders' held-out fraction")
   evaluate.add_argument('--split-seed', type=int, default=0)
-  evaluate.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help="identity folders: " + align_help)
-  verify = sub.add_parser('verify', help="score images against a user file (NumPy only: no JAX needed)")
+  evaluate.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help='identity folders: ' + ALIGN_HELP)
+
+  verify = sub.add_parser('verify', help='score images against a user file (NumPy only: no JAX needed)')
+  verify.set_defaults(run=_run_verify)
   verify.add_argument('user', help='.fvjax user file')
   verify.add_argument('images', nargs='+')
   verify.add_argument('--threshold', type=float, default=None, help="logit threshold (default: the file's)")
-  verify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=align_help)
-  args = parser.parse_args(argv)
-  command = 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])
+  verify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+  return parser
 
-  if args.command == 'verify':
-    run_verify(args.user, args.images, args.threshold, args.align)
-    return
-  if args.command == 'enroll':
-    from fvjax import enroll
-    paths = _image_paths(args.images)
-    faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
-    user = enroll.from_images(args.hyper, faces, [p.name for p in paths], args.name or Path(args.out).stem,
-                              args.aggregate, args.coreset)
-    userfile.save(args.out, user)
-    print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
-          f'{len(user.theta):,} weights)')
-    return
 
-  if args.command == 'eval':
-    from fvjax import backbones
-    from fvjax.eval import pairs
-    backbone = backbones.load(args.backbone, args.geometry)
-    print(f'backbone {backbone.source}: {backbone.params:,} params, {backbone.madds / 1e6:.1f}M MAdds per image'
-          f"{', flip-averaged' if args.flip else ''}")
-    print_pair_reports(pairs.evaluate(backbone, args.pairs, args.flip, args.num_pairs, args.test_fraction,
-                                      args.split_seed, args.align), command)
-    return
-  if args.command in multi_host:
-    from fvjax import parallel
-    parallel.initialize_distributed(parallel.DistributedConfig.from_environment(args.distributed))
-  if args.command == 'hyper':
-    from fvjax.train import hyper as hyper_training
-    print_hyper_report(hyper_training.run(load_config(args.config, args.set), args.workdir), command)
-    return
-  if args.command == 'coreset':
-    from fvjax.train import coreset
-    print_coreset_report(coreset.run(load_config(args.config, args.set), args.workdir), command)
-    return
-  if args.command == 'demo':
-    from fvjax import demo
-    align_mode = args.align or ('never' if Path(args.data_dir) == DEMO_DATA else 'auto')
-    report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone, align=align_mode)
-    print(f'\nheld-out identities of {args.data_dir}:')
-    print(demo.format_table(report['table']))
-    print(f"(acc: 10-fold accuracy on balanced pairs, chance 50%. MAdds per probe image.) Reproduce: {command}")
-    print(f"report: {Path(args.workdir) / 'report.json'}; ROC curves: {Path(args.workdir) / 'roc.png'}")
-    return
-  from fvjax.train import recognition
-  report = recognition.run(load_config(args.config, args.set), args.workdir)
-  if report.get('finished', True):
-    print_report(report, command)
-    print(f'report: {Path(args.workdir) / "report.json"}')
+def main(argv: list[str] | None = None) -> None:
+  args = build_parser().parse_args(argv)
+  args.run(args, 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:]))
 
 
 if __name__ == '__main__':

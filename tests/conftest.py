@@ -1,4 +1,5 @@
-"""Shared fixtures. Real-data tests use ../shared/data (or $FVJAX_SHARED_DATA) and skip when it is absent."""
+"""Shared fixtures. Real-data tests use ../shared/data (or $FVJAX_SHARED_DATA) and skip when it is absent; the
+experiment configs find it as their $FVJAX_DATA_DIR unless that is set."""
 
 import os
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(os.environ.get('FVJAX_SHARED_DATA', Path(__file__).resolve().parents[1].parent / 'shared' / 'data'))
+os.environ.setdefault('FVJAX_DATA_DIR', str(SHARED_DATA))
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fvjax import data
+from fvjax import data, imageio
 from fvjax.cli import DEMO_DATA
 
 
@@ -27,7 +27,7 @@ def test_decode_grayscale_is_replicated_and_padded_to_112():
   buf = io.BytesIO()
   img = np.full((112, 92), 200, np.uint8)
   Image.fromarray(img, 'L').save(buf, 'PNG')
-  out = data.decode_face(buf.getvalue())
+  out = imageio.decode_face(buf.getvalue())
   assert out.shape == (112, 112, 3) and out.dtype == np.uint8
   np.testing.assert_array_equal(out[:, 10:102], 200)  # 92 wide, centred: 10 px of padding each side
   np.testing.assert_array_equal(out[:, :10], 0)
@@ -36,14 +36,14 @@ def test_decode_grayscale_is_replicated_and_padded_to_112():
 
 
 def test_normalize_range():
-  np.testing.assert_allclose(data.normalize(np.array([0, 255], np.uint8)), [-1.0, 1.0])
+  np.testing.assert_allclose(imageio.normalize(np.array([0, 255], np.uint8)), [-1.0, 1.0])
 
 
 def test_corrupt_image_error_names_the_file(tmp_path):
   root = make_folder(tmp_path / 'faces', [2, 2])
   bad = root / 'id01' / '1.jpg'
   bad.write_bytes(b'not an image at all')
-  with pytest.raises(data.ImageDecodeError, match='id01/1.jpg'):
+  with pytest.raises(imageio.ImageDecodeError, match='id01/1.jpg'):
     data.load_identity_folder(root)
 
 
@@ -144,7 +144,7 @@ def test_recordio_roundtrip_in_mxnet_format(tmp_path, with_header):
   assert len(ds) == 5
   np.testing.assert_array_equal(ds.labels, labels)
   assert ds.source[3]['image'] == images[3]
-  np.testing.assert_array_equal(data.decode_face(ds.source[3]['image'])[0, 0], data.decode_face(images[3])[0, 0])
+  np.testing.assert_array_equal(imageio.decode_face(ds.source[3]['image'])[0, 0], imageio.decode_face(images[3])[0, 0])
 
 
 def test_truncated_recordio_is_a_clear_error(tmp_path):
@@ -159,11 +159,11 @@ def test_truncated_recordio_is_a_clear_error(tmp_path):
 def test_shipped_att_faces_load():
   ds = data.load_identity_folder(DEMO_DATA)
   assert len(ds) == 380 and len(ds.names) == 38
-  img = data.decode_face(ds.source[0]['image'])
+  img = imageio.decode_face(ds.source[0]['image'])
   assert img.shape == (112, 112, 3)
 
 
 def test_real_celeba_faces_load(celeba_dir):
   ds = data.load_identity_folder(celeba_dir)
   assert len(ds.names) == 240 and len(ds) > 4000
-  assert data.decode_face(ds.source[0]['image']).shape == (112, 112, 3)
+  assert imageio.decode_face(ds.source[0]['image']).shape == (112, 112, 3)

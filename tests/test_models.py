@@ -37,7 +37,7 @@ def test_param_and_madd_counts_match_reference(name):
   module = models.backbone(name)
   variables = abstract_variables(module)
   assert models.count_params(variables) == REFERENCE_PARAMS[name]
-  assert models.count_flops(module, variables, models.INPUT_SHAPE) == EXPECTED_MADDS[name]
+  assert models.count_madds(module, variables, models.INPUT_SHAPE) == EXPECTED_MADDS[name]
 
 
 # What the papers print (SeesawFaceNet Table 1; MobileFaceNet Table 2): params in millions, MAdds in millions.
@@ -49,7 +49,7 @@ def test_built_models_match_the_papers_printed_budgets(name):
   module = models.backbone(name)
   variables = abstract_variables(module)
   params_m, madds_m = PAPER_CLAIMS[name]
-  assert round(models.count_flops(module, variables, models.INPUT_SHAPE) / 1e6) == madds_m
+  assert round(models.count_madds(module, variables, models.INPUT_SHAPE) / 1e6) == madds_m
   if params_m is not None:  # the seesaw paper truncates: 1,370,176 prints as "1.3M"
     assert int(models.count_params(variables) / 1e5) / 10 == params_m
 
@@ -60,11 +60,11 @@ def test_count_params_excludes_batch_stats():
   assert models.count_params(v) == models.count_params(v['params'])
 
 
-def test_count_flops_hand_computed():
+def test_count_madds_hand_computed():
   # 3x3 conv 4->8 on 8x8 ('same'): 8*8*8 outputs x 9*4 MACs; then depthwise 3x3 stride 2: 4*4*8 x 9; then dense 128->5.
   module = _TinyNet()
   variables = module.init(jax.random.key(0), jnp.zeros((1, 8, 8, 4)), train=False)
-  assert models.count_flops(module, variables, (8, 8, 4), train=False) == 8 * 8 * 8 * 36 + 4 * 4 * 8 * 9 + 128 * 5
+  assert models.count_madds(module, variables, (8, 8, 4), train=False) == 8 * 8 * 8 * 36 + 4 * 4 * 8 * 9 + 128 * 5
 
 
 class _TinyNet(layers.nn.Module):

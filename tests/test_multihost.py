@@ -27,7 +27,7 @@ HYPER = ['--config', 'experiments/hyper_celeba_cpu.py', '--set', 'total_steps=4'
          '--set', 'norm_penalty_start=2', '--set', 'users_per_batch=4', '--set', 'num_clusters=2',
          '--set', 'eval_pairs=20', '--set', 'log_every=1']
 CORESET = ['--config', 'experiments/coreset_celeba_cpu.py', '--set', 'total_steps=4', '--set', 'eval_every=2',
-           '--set', 'sets_per_batch=4', '--set', 'max_set_size=5']
+           '--set', 'sets_per_batch=4', '--set', 'max_set_size=5', '--set', 'log_every=1']
 
 
 def _free_port() -> int:
@@ -68,8 +68,8 @@ def logged(workdir: Path) -> list[dict]:
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """Backbone, hypernetwork and coreset runs on two hosts; backbone and hypernetwork again on one host with
-  two devices (the hypernetwork on the two hosts' backbone: its k-means clusters depend on the features)."""
+  """Backbone, hypernetwork and coreset runs on two hosts, and again on one host with two devices (the
+  hypernetwork and coreset on the two hosts' backbone: k-means clusters and sets depend on the features)."""
   root = tmp_path_factory.mktemp('multihost')
   two = root / 'two_hosts'
   for base, hosts, devices in ((two, 2, 1), (root / 'one_host', 1, 2)):
@@ -77,12 +77,12 @@ def runs(tmp_path_factory):
     run_fvjax(['train', *BACKBONE, '--workdir', str(base / 'backbone')], base, hosts, devices)
     run_fvjax(['hyper', *HYPER, '--workdir', str(base / 'hyper'), '--set', f'backbone={two / "backbone"}'],
               base, hosts, devices)
-  run_fvjax(['coreset', *CORESET, '--workdir', str(two / 'coreset'), '--set', f'backbone={two / "backbone"}',
-             '--set', f'hyper_workdir={two / "hyper"}'], two, hosts=2)
+    run_fvjax(['coreset', *CORESET, '--workdir', str(base / 'coreset'), '--set', f'backbone={two / "backbone"}',
+               '--set', f'hyper_workdir={two / "hyper"}'], base, hosts, devices)
   return root
 
 
-@pytest.mark.parametrize('stage', ['backbone', 'hyper'])
+@pytest.mark.parametrize('stage', ['backbone', 'hyper', 'coreset'])
 def test_two_hosts_train_like_one_host_with_two_devices(runs, stage):
   two, one = logged(runs / 'two_hosts' / stage), logged(runs / 'one_host' / stage)
   assert [m['step'] for m in two] == [m['step'] for m in one] == list(range(1, len(one) + 1))  # logged once

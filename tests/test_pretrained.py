@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fvjax import align, models, pretrained
+from fvjax import align, imageio, models, pretrained
 from fvjax.models import dlib_resnet
 
 dlib = pytest.importorskip('dlib', reason="dlib-bin is part of the 'test' extra: pip install -e '.[test]'")
@@ -210,13 +210,13 @@ def test_identity_folder_of_raw_photos_is_aligned_while_preparing(celeba_dir, tm
     Image.fromarray(face).save(tmp_path / 'photos' / person / 'crop.png')  # already a crop: kept as it is
   dataset = data.load_identity_folder(tmp_path / 'photos', align='auto')
   records = [dataset.source[i] for i in range(len(dataset))]
-  decoded = {r['path'].decode(): data.decode_face(r['image']) for r in records}  # paths come back as bytes
+  decoded = {r['path'].decode(): imageio.decode_face(r['image']) for r in records}  # paths come back as bytes
   for person, face in zip(('ann', 'bob'), faces):
     np.testing.assert_array_equal(decoded[f'{person}/crop.png'], face)
     assert np.abs(decoded[f'{person}/raw.jpg'][24:88, 24:88].astype(float) - face[24:88, 24:88]).mean() < 20
   padded = data.load_identity_folder(tmp_path / 'photos', align='never')  # a separate cache: the photo padded
-  assert data.decode_face(padded.source[1]['image']).shape == (112, 112, 3)
-  assert not np.array_equal(data.decode_face(padded.source[1]['image']), decoded['ann/raw.jpg'])
+  assert imageio.decode_face(padded.source[1]['image']).shape == (112, 112, 3)
+  assert not np.array_equal(imageio.decode_face(padded.source[1]['image']), decoded['ann/raw.jpg'])
   Image.new('RGB', (200, 160), (90, 120, 150)).save(tmp_path / 'photos' / 'bob' / 'wall.jpg')
   with pytest.raises(align.FaceNotFoundError, match='no face found in .*bob/wall.jpg'):
     data.load_identity_folder(tmp_path / 'photos', align='auto')

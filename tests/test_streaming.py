@@ -90,6 +90,19 @@ def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
   np.testing.assert_array_equal([b['norm_weight'][0] for b in single], [0.0, 0.5, 0.5, 0.5])
   probes = single[0]['probes']
   assert probes.shape == (8, 64, 64, 3) and -1 <= probes.min() and probes.max() <= 1
+  # Each enrolment embedding is one image's: its identity gives the user's K-means cluster. From kcs_start on,
+  # a batch's users are distinct identities of one cluster.
+  every_embedding = features_lib.embeddings(features, np.arange(len(faces)))
+  def clusters(batch):
+    rows = [np.flatnonzero((every_embedding == e).all(axis=1))[0] for e in batch['enrol']]
+    users = faces.labels[rows]
+    assert len(set(users)) == len(users)
+    return set(cluster_of[np.searchsorted(identities, users)])
+  longer = ml_collections.ConfigDict({**config.to_dict(), 'total_steps': 12})
+  long_run = list(hyper.make_batches(features, faces, np.arange(len(faces)), faces.labels, longer, cluster_of,
+                                     identities, spec)(0))
+  assert all(len(clusters(b)) == 1 for b in long_run[2:])
+  assert any(len(clusters(b)) > 1 for b in long_run[:2])  # before kcs_start: users from anywhere
 
 
 def test_coreset_batches_are_step_indexed_split_over_hosts_and_drawn_within_one_identity():

@@ -133,3 +133,24 @@ def test_load_run_returns_saved_state_and_shares_the_damage_error(tmp_path):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
   with pytest.raises(checkpoint.CheckpointError, match='damaged'):
     checkpoint.load_run(tmp_path)
+
+
+def test_two_processes_train_bit_identical_runs(tmp_path):
+  # What the README promises for `fvjax demo`: the same command on one machine gives the same numbers.
+  script = textwrap.dedent('''
+    import sys, optax
+    sys.path.insert(0, {tests!r})
+    from tiny_task import tiny_task
+    from fvjax.train import LoopConfig, train
+    train(tiny_task(), optax.adam(0.05), LoopConfig(total_steps=4, checkpoint_every=4), sys.argv[1], progress=False)
+  ''').format(tests=str(Path(__file__).parent))
+  for name in ('first', 'second'):
+    result = subprocess.run([sys.executable, '-c', script, str(tmp_path / name)], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    assert result.returncode == 0, result.stderr[-3000:]
+  (first, _), (second, _) = checkpoint.load_run(tmp_path / 'first'), checkpoint.load_run(tmp_path / 'second')
+  assert leaves_equal(first, second)
+  def logged(name):  # every logged value but the throughput
+    lines = (tmp_path / name / 'metrics.jsonl').read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if not k.endswith('_per_s')} for line in lines]
+  assert logged('first') == logged('second') and 'loss' in logged('first')[0]

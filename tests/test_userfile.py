@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from fvjax import backbones, cli, edge, enroll, userfile
+from fvjax import backbones, cli, edge, enroll, imageio, userfile
 from fvjax.data import write_bin
 from fvjax.models import verifier
 
@@ -118,8 +118,7 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   assert len(lines) == 2 and "user 's1'" in result.stdout
   # the NumPy scores equal the JAX forward of the same file
   loaded = userfile.load(user)
-  from fvjax import data
-  inputs = edge.verifier_input(np.stack([data.decode_face(open(p, 'rb').read()) for p in probes]), edge.VerifierSpec())
+  inputs = edge.verifier_input(np.stack([imageio.decode_face(open(p, 'rb').read()) for p in probes]), edge.VerifierSpec())
   jax_logits = np.asarray(verifier.apply(loaded.theta, inputs))
   printed = [float(l.split('logit')[1].split()[0]) for l in lines]
   np.testing.assert_allclose(printed, jax_logits, atol=2e-3)

@@ -30,6 +30,11 @@ IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.bmp', '.g
 DEFAULT_CACHE = Path(os.environ.get('FVJAX_CACHE', Path.home() / '.cache' / 'fvjax'))
 
 
+def dataset_path(*parts: str) -> str:
+  """A dataset under the data folder: $FVJAX_DATA_DIR (default /data) joined with `parts`."""
+  return os.path.join(os.environ.get('FVJAX_DATA_DIR', '/data'), *parts)
+
+
 class DatasetError(ValueError):
   """A dataset that is missing or malformed; the message names the path."""
 

@@ -25,19 +25,27 @@ def pair_activation_bytes(spec: verifier.VerifierSpec) -> int:
   return 4 * largest
 
 
+LIVE_ACTIVATIONS = 4
+"""Activations of a (user, probe) pair that XLA keeps alive at once in `verifier.apply_many` (measured: ~3.1)."""
+
+
+def probe_bytes(spec: verifier.VerifierSpec, users_per_step: int = 1) -> int:
+  """Bytes one probe costs in one scoring step: its input and the live activations of the step's users."""
+  return 4 * spec.input_size**2 * spec.in_channels + LIVE_ACTIVATIONS * users_per_step * pair_activation_bytes(spec)
+
+
 def tile_shape(num_users: int, num_probes: int, spec: verifier.VerifierSpec, memory_budget_bytes: int,
                devices: int = 1, users_per_step: int = 1) -> tuple[int, int]:
   """(users, probes) per tile, so that one device's share of a tile fits `memory_budget_bytes`.
 
-  Half of the budget holds one step's work: the tile's probes [p, s, s, C] and
-  ~3 live activations of `users_per_step` users on them. The other half holds
-  the device's tile rows: per user its theta [D] and its scores [p]. Users are a
-  multiple of `devices`.
+  Half of the budget holds one step's work (`probe_bytes` per probe). The other
+  half holds the device's tile rows: per user its theta [D] and its scores [p].
+  Users are a multiple of `devices`, and each device's a multiple of
+  `users_per_step` (a remainder group would copy the thetas).
   """
   half = memory_budget_bytes // 2
-  input_bytes = 4 * spec.input_size**2 * spec.in_channels
-  probes = min(num_probes, max(1, half // (input_bytes + 3 * users_per_step * pair_activation_bytes(spec))))
-  users_per_device = max(1, half // (4 * (spec.num_params + probes)))
+  probes = min(num_probes, max(1, half // probe_bytes(spec, users_per_step)))
+  users_per_device = max(1, half // (4 * (spec.num_params + probes)) // users_per_step) * users_per_step
   return min(users_per_device, math.ceil(num_users / devices)) * devices, probes
 
 

@@ -3,7 +3,8 @@
 import jax
 import jax.numpy as jnp
 
-from fvjax.models.complexity import count_flops, count_macs_of, count_params
+from fvjax.models.complexity import count_madds, count_madds_of, count_params
+from fvjax.models.layers import l2_normalize
 from fvjax.models.seesaw import INPUT_SHAPE, SPECS, FaceNet, FaceNetSpec, Stage
 
 BACKBONES = tuple(SPECS)
@@ -25,12 +26,7 @@ def init_backbone(module: FaceNet, rng: jax.Array) -> dict:
   return module.init(rng, jnp.zeros((1, *INPUT_SHAPE), jnp.float32), train=False)
 
 
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps) along `axis`; its gradient is finite at x = 0 (where it is 0)."""
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
-
-
 __all__ = [
-    'BACKBONES', 'FaceNet', 'FaceNetSpec', 'INPUT_SHAPE', 'Stage', 'backbone', 'count_flops', 'count_macs_of',
+    'BACKBONES', 'FaceNet', 'FaceNetSpec', 'INPUT_SHAPE', 'Stage', 'backbone', 'count_madds', 'count_madds_of',
     'count_params', 'init_backbone', 'l2_normalize'
 ]

@@ -1,6 +1,6 @@
 """Exact parameter and multiply-add counts.
 
-`count_flops` counts multiply-accumulates (MAdds, the unit of the mobile
+`count_madds` counts multiply-accumulates (MAdds, the unit of the mobile
 face-recognition papers) of every convolution and matrix product in the traced
 computation, exactly, by walking its jaxpr. Element-wise work (BatchNorm,
 activations, pooling, additions) is not counted, as in the papers' tables.
@@ -20,12 +20,12 @@ def count_params(variables: Any) -> int:
   return sum(int(math.prod(x.shape)) for x in jax.tree.leaves(params))
 
 
-def count_macs_of(fn: Callable[..., Any], *args: Any) -> int:
+def count_madds_of(fn: Callable[..., Any], *args: Any) -> int:
   """Multiply-accumulates of convolutions and dot products in `fn(*args)` (exact)."""
-  return _jaxpr_macs(jax.make_jaxpr(fn)(*args).jaxpr)
+  return _jaxpr_madds(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
-def count_flops(module: Any, variables: Any, input_shape: tuple[int, ...], **apply_kwargs: Any) -> int:
+def count_madds(module: Any, variables: Any, input_shape: tuple[int, ...], **apply_kwargs: Any) -> int:
   """MAdds of one inference forward pass of `module` on a single input of `input_shape` (no batch dim).
 
   Modules with a `depthwise_impl` switch are traced with native convolutions,
@@ -34,10 +34,10 @@ def count_flops(module: Any, variables: Any, input_shape: tuple[int, ...], **app
   if hasattr(module, 'depthwise_impl'):
     module = module.clone(depthwise_impl='conv')
   x = jnp.zeros((1, *input_shape), jnp.float32)
-  return count_macs_of(lambda v, x: module.apply(v, x, **apply_kwargs), variables, x)
+  return count_madds_of(lambda v, x: module.apply(v, x, **apply_kwargs), variables, x)
 
 
-def _eqn_macs(eqn) -> int:
+def _eqn_madds(eqn) -> int:
   name = eqn.primitive.name
   if name == 'conv_general_dilated':
     lhs, rhs = (v.aval for v in eqn.invars)
@@ -52,13 +52,13 @@ def _eqn_macs(eqn) -> int:
   return 0
 
 
-def _jaxpr_macs(jaxpr) -> int:
+def _jaxpr_madds(jaxpr) -> int:
   total = 0
   for eqn in jaxpr.eqns:
-    total += _eqn_macs(eqn)
+    total += _eqn_madds(eqn)
     repeat = eqn.params.get('length', 1) if eqn.primitive.name == 'scan' else 1
     for sub in _sub_jaxprs(eqn.params):
-      total += repeat * _jaxpr_macs(sub)
+      total += repeat * _jaxpr_madds(sub)
   return total
 
 

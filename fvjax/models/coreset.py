@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax.models import l2_normalize
+from fvjax.models.layers import l2_normalize
 
 _NORM_EPS = 1e-6
 _LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the reference's LayerNorms use

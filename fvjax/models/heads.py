@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fvjax.models import l2_normalize
+from fvjax.models.layers import l2_normalize
 
 
 def _target_mask(labels: jax.Array, num_classes: int) -> jax.Array:

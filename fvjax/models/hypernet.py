@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fvjax.models import l2_normalize
+from fvjax.models.layers import l2_normalize
 from fvjax.models.verifier import VerifierSpec
 
 

@@ -16,6 +16,11 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+  """x / max(||x||, eps) along `axis`; its gradient is finite at x = 0 (where it is 0)."""
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
+
+
 def swish(x: jax.Array) -> jax.Array:
   """x * sigmoid(x): what the SeesawFaceNet reference code calls `h_swish`."""
   return x * jax.nn.sigmoid(x)

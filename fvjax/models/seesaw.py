@@ -141,7 +141,7 @@ class FaceNet(nn.Module):
   """Mobile face-embedding backbone built from a `FaceNetSpec`.
 
   Input: [B, 112, 112, 3] float images normalised to [-1, 1] (see
-  `fvjax.data.preprocess.normalize`). Output: [B, embedding_size] embeddings,
+  `fvjax.imageio.normalize`). Output: [B, embedding_size] embeddings,
   NOT L2-normalised (margin heads such as AdaFace use the norm as a quality
   signal; `fvjax.models.l2_normalize` gives the matching form).
   """

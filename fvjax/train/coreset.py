@@ -42,7 +42,7 @@ from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
 from fvjax.train import enrolment
 from fvjax.train.features import backbone_features, chunked
-from fvjax.train.loop import Task, train_from_config
+from fvjax.train.loop import LoopConfig, Task, train_from_config
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -64,11 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-4, 'weight_decay': 1e-3,
                                            'schedule': 'piecewise', 'milestones': (), 'decay_factor': 0.1,
                                            'warmup_steps': 0, 'grad_clip_norm': 1.0})
-  c.total_steps = 2000
-  c.seed = 0
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 2
-  c.log_every = 50
+  c.update(LoopConfig(total_steps=2000, keep_checkpoints=2, log_every=50).as_fields())
   c.hyper_workdir = ''  # optional: a hypernetwork run on the same backbone, to compare set vs single enrolment
   c.enrolment = ml_collections.ConfigDict({'set_size': 5, 'seed': 0})
   return c

@@ -22,7 +22,7 @@ import numpy as np
 
 from fvjax import backbones, data, edge
 from fvjax.eval import personalized, verification
-from fvjax.models import l2_normalize
+from fvjax.models.layers import l2_normalize
 from fvjax.models.coreset import CoresetAggregator
 from fvjax.models.hypernet import enrolment_embedding
 from fvjax.train import features as features_lib, hyper

@@ -34,12 +34,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import backbones, checkpoint, data, edge, models, parallel
+from fvjax import backbones, checkpoint, data, edge, imageio, models, parallel
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, with_input_centre
 from fvjax.train import features as features_lib, kcs
-from fvjax.train.loop import Task, train_from_config
+from fvjax.train.loop import LoopConfig, Task, train_from_config
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -64,11 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.norm_penalty_start = 1000
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
                                            'schedule': 'cosine', 'warmup_steps': 20})
-  c.total_steps = 2000
-  c.seed = 0
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 2
-  c.log_every = 20
+  c.update(LoopConfig(total_steps=2000, keep_checkpoints=2, log_every=20).as_fields())
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
   c.eval_bins = ()  # insightface .bin verification sets for the pair protocol
   c.decode_threads = 4  # host threads decoding each batch's probe images
@@ -117,7 +113,7 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
       users = rng.choice(identities, u, replace=False)
     picks = np.stack([rng.choice(by_id[i], m + 1, replace=False) for i in users])[mine]  # [U/hosts, 1 + m]
     probes = picks[:, 1:].ravel()
-    images = np.stack([data.decode_face(faces.source[int(i)]['image'], source=f'image #{i}') for i in probes])
+    images = np.stack([imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}') for i in probes])
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     return {
         'enrol': features_lib.embeddings(features, picks[:, 0]),
@@ -185,7 +181,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   generate = jax.jit(lambda e: generator.apply({'params': state.params}, e))
   report = {
       'verifier_params': spec.num_params,
-      'verifier_madds': models.count_macs_of(lambda t, x: verifier.apply(t, x, spec),
+      'verifier_madds': models.count_madds_of(lambda t, x: verifier.apply(t, x, spec),
                                              jnp.zeros(spec.num_params),
                                              jnp.zeros((1, spec.input_size, spec.input_size, spec.in_channels))),
       'backbone': backbone.source,

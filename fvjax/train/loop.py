@@ -63,6 +63,10 @@ class LoopConfig:
   keep_checkpoints: int = 3
   log_every: int = 50
 
+  def as_fields(self) -> dict:
+    """The loop's fields, for a run config's top level (`train_from_config` reads them back)."""
+    return dataclasses.asdict(self)
+
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/inf; the message names the step (earlier checkpoints are kept)."""
@@ -134,8 +138,8 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
     for step in range(start + 1, end + 1):
       batch = next(batches)
       state, metrics = step_fn(state, batch)
-      # Fetching the metrics blocks on the step: bounded dispatch (see DESIGN: CPU all-reduce hazard)
-      # and a NaN is caught at the step that made it.
+      # Fetching the metrics blocks on the step, so a NaN is caught at the step that made it, and dispatch never
+      # runs ahead: multi-device CPU loops that queue many steps can deadlock in XLA's CPU all-reduce.
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
         # A finite loss can hide NaN gradients (e.g. relu(NaN) = 0 in XLA): check both, before saving.
@@ -184,7 +188,6 @@ def train_from_config(task: Task, config, workdir: str | Path, **kwargs) -> Trai
   keep_checkpoints and log_every; the whole config is the run's metadata. kwargs go to `train`.
   """
   optimizer = OptimizerConfig(**{**config.optimizer, 'milestones': tuple(config.optimizer.get('milestones', ()))})
-  loop = LoopConfig(config.total_steps, config.seed, config.checkpoint_every, config.keep_checkpoints,
-                    config.log_every)
+  loop = LoopConfig(**{field.name: config[field.name] for field in dataclasses.fields(LoopConfig)})
   return train(task, make_optimizer(optimizer, config.total_steps), loop, workdir, run_meta=config.to_dict(),
                learning_rate_fn=learning_rate_schedule(optimizer, config.total_steps), **kwargs)

@@ -19,7 +19,7 @@ import optax
 from fvjax import backbones, data, models
 from fvjax.eval import pairs as pairs_lib, verification
 from fvjax.models.heads import MarginConfig, MarginHead
-from fvjax.train.loop import Task, train_from_config
+from fvjax.train.loop import LoopConfig, Task, train_from_config
 from fvjax.train.optim import OptimizerConfig
 
 
@@ -38,11 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.batch_size = 64  # global, over all devices and hosts
   c.augment = ml_collections.ConfigDict(dataclasses.asdict(data.AugmentConfig()))
   c.optimizer = ml_collections.ConfigDict(dataclasses.asdict(OptimizerConfig()))
-  c.total_steps = 1000
-  c.seed = 0
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.log_every = 50
+  c.update(LoopConfig(total_steps=1000).as_fields())
   c.eval_pairs = 3000  # pairs drawn from the held-out identities
   c.eval_bins = ()  # pair sets: insightface .bin files or LFW-layout folders (pairs.txt)
   c.eval_flip = True
@@ -97,7 +93,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
   report = {
       'backbone': config.backbone,
       'params': models.count_params(backbone_vars),
-      'madds': models.count_flops(model.backbone, backbone_vars, models.INPUT_SHAPE),
+      'madds': models.count_madds(model.backbone, backbone_vars, models.INPUT_SHAPE),
       'train_identities': int(num_classes),
       'steps': int(state.step),
       'verification': {},
