@@ -56,17 +56,24 @@ def _image_paths(items: list[str]) -> list[Path]:
   return [Path(p) for p in items]
 
 
-def run_verify(user_path: str, image_paths: list[str], threshold: float | None, align_mode: str = 'auto') -> None:
-  """Scores images with a user's verifier in NumPy; prints score, probability and decision per image."""
+def run_verify(user_path: str, image_paths: list[str], threshold: float | None, align_mode: str = 'auto') -> bool:
+  """Scores images with a user's verifier in NumPy; prints score, threshold and decision per image.
+
+  Returns whether every image was accepted (`fvjax verify` exits 0 then, else 1).
+  """
   user = userfile.load(user_path)
   spec = edge.VerifierSpec.from_dict(user.spec)
-  threshold = user.threshold if threshold is None else threshold
+  if threshold is None:
+    print(f'user {user.name!r}: {user.describe_threshold()}')
+    threshold = user.threshold
+  else:
+    print(f'user {user.name!r}: threshold {threshold:+.3f} (given on the command line)')
   faces = [align.read_face(p, align_mode) for p in image_paths]
   logits = edge.numpy_forward(user.theta, edge.verifier_input(np.stack(faces), spec), spec)
-  print(f"user {user.name!r} (threshold {threshold:+.3f})")
   for path, logit in zip(image_paths, logits):
     decision = 'ACCEPT' if logit >= threshold else 'reject'
-    print(f'{decision}  logit {logit:+8.3f}  p={1 / (1 + np.exp(-logit)):.3f}  {path}')
+    print(f'{decision}  logit {logit:+8.3f}  margin {logit - threshold:+8.3f}  {path}')
+  return bool(np.all(logits >= threshold))
 
 
 def print_pair_reports(reports: dict[str, dict], command: str) -> None:
@@ -119,21 +126,58 @@ ALIGN_HELP = ('auto: 112x112 images are aligned crops, other images are raw phot
 # Each command imports what it needs when it runs: `fvjax verify` stays NumPy-only, and --help is instant.
 
 
-def _run_verify(args, command: str) -> None:
+def _run_verify(args, command: str) -> int:
   del command
-  run_verify(args.user, args.images, args.threshold, args.align)
+  return 0 if run_verify(args.user, args.images, args.threshold, args.align) else 1
+
+
+def _enrol_from_args(args, name: str) -> userfile.User:
+  """The user that `fvjax enroll` / `fvjax gallery add` arguments describe (see `_add_enrolment_arguments`)."""
+  from fvjax import enroll
+  paths = _image_paths(args.images)
+  faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
+  return enroll.from_images(args.hyper, faces, [p.name for p in paths], name, args.aggregate, args.coreset, args.far)
 
 
 def _run_enroll(args, command: str) -> None:
   del command
-  from fvjax import enroll
-  paths = _image_paths(args.images)
-  faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
-  user = enroll.from_images(args.hyper, faces, [p.name for p in paths], args.name or Path(args.out).stem,
-                            args.aggregate, args.coreset)
+  user = _enrol_from_args(args, args.name or Path(args.out).stem)
   userfile.save(args.out, user)
-  print(f'enrolled {user.name!r} from {len(paths)} image(s): {args.out} ({Path(args.out).stat().st_size:,} bytes, '
-        f'{len(user.theta):,} weights)')
+  print(f'enrolled {user.name!r} from {len(user.sources)} image(s): {args.out} '
+        f'({Path(args.out).stat().st_size:,} bytes, {len(user.theta):,} weights); {user.describe_threshold()}')
+
+
+def _run_gallery(args, command: str) -> int:
+  del command
+  from fvjax import gallery
+  people = gallery.Gallery(args.gallery)
+  if args.action == 'add':
+    user = _enrol_from_args(args, args.name)
+    path = people.add(user, replace=args.replace)
+    print(f'added {user.name!r}: {path}; {user.describe_threshold()}')
+  elif args.action == 'remove':
+    people.remove(args.name)
+    print(f'removed {args.name!r} from {args.gallery}')
+  elif args.action == 'list':
+    users, problems = people.load(skip_bad=True)
+    for user in users:
+      print(f'{user.name:<24}{len(user.sources):>3} image(s)  {user.describe_threshold()}')
+    for problem in problems:
+      print(f'UNREADABLE  {problem}')
+    print(f'{len(users)} user(s) in {args.gallery}')
+    return 1 if problems else 0
+  else:
+    paths = _image_paths(args.images)
+    faces = np.stack([align.read_face(p, args.align) for p in paths])
+    matches, problems = people.identify(faces, args.top_k, args.skip_bad)
+    for problem in problems:
+      print(f'skipped: {problem}')
+    for path, candidates in zip(paths, matches):
+      best = candidates[0]
+      verdict = f'IDENTIFIED {best.name!r}' if best.accepted else 'unknown'
+      ranked = ', '.join(f'{m.name} {m.margin:+.2f}' for m in candidates)
+      print(f'{verdict:<32} {path}  (margins over each user\'s threshold: {ranked})')
+  return 0
 
 
 def _run_eval(args, command: str) -> None:
@@ -182,6 +226,18 @@ def _run_coreset(args, command: str) -> None:
   print_coreset_report(coreset.run(load_config(args.config, args.set), args.workdir), command)
 
 
+def _add_enrolment_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
+  parser.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
+  parser.add_argument('--aggregate', choices=('mean', 'coreset'), default='mean',
+                      help='several images -> one enrolment: mean embedding, or FaceCoresetNet descriptor')
+  parser.add_argument('--coreset', default=None, help='coreset workdir (`fvjax coreset`), for --aggregate coreset')
+  parser.add_argument('--far', type=float, default=1e-3,
+                      help="false-accept rate the user's threshold is calibrated for (on the faces the hypernetwork "
+                           'run held out)')
+  parser.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The `fvjax` argument parser; each subcommand's `run(args, command)` is its parsed `run` default."""
   from fvjax import __version__
@@ -212,14 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   enroll = sub.add_parser('enroll', help="write one user's personalised verifier file from enrolment images")
   enroll.set_defaults(run=_run_enroll)
-  enroll.add_argument('--hyper', required=True, help='hypernetwork workdir (`fvjax hyper`); names its backbone')
-  enroll.add_argument('--images', required=True, nargs='+', help='enrolment image files, or one folder of them')
   enroll.add_argument('--out', required=True, help='user file to write (.fvjax)')
   enroll.add_argument('--name', default=None, help='user name (default: the file stem)')
-  enroll.add_argument('--aggregate', choices=('mean', 'coreset'), default='mean',
-                      help='several images -> one enrolment: mean embedding, or FaceCoresetNet descriptor')
-  enroll.add_argument('--coreset', default=None, help='coreset workdir (`fvjax coreset`), for --aggregate coreset')
-  enroll.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+  _add_enrolment_arguments(enroll)
 
   evaluate = sub.add_parser('eval', help='pair verification of a backbone: LFW, .bin sets, held-out identities')
   evaluate.set_defaults(run=_run_eval)
@@ -235,7 +286,29 @@ def build_parser() -> argparse.ArgumentParser:
   evaluate.add_argument('--split-seed', type=int, default=0)
   evaluate.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help='identity folders: ' + ALIGN_HELP)
 
-  verify = sub.add_parser('verify', help='score images against a user file (NumPy only: no JAX needed)')
+  gallery = sub.add_parser('gallery', help='a directory of enrolled users: add, remove, list, identify')
+  gallery.set_defaults(run=_run_gallery)
+  actions = gallery.add_subparsers(dest='action', required=True)
+  add = actions.add_parser('add', help='enrol one person into the gallery (no retraining)')
+  add.add_argument('gallery', help='gallery directory (created if absent)')
+  add.add_argument('--name', required=True, help='user name (unique in the gallery)')
+  add.add_argument('--replace', action='store_true', help='overwrite a user of the same name')
+  _add_enrolment_arguments(add)
+  remove = actions.add_parser('remove', help='delete one user from the gallery')
+  remove.add_argument('gallery')
+  remove.add_argument('name')
+  listing = actions.add_parser('list', help="the gallery's users and their thresholds; unreadable files by name")
+  listing.add_argument('gallery')
+  identify = actions.add_parser('identify', help='1:N: every probe against every user, top-k with decisions')
+  identify.add_argument('gallery')
+  identify.add_argument('images', nargs='+', help='probe image files, or one folder of them')
+  identify.add_argument('--top-k', type=int, default=5)
+  identify.add_argument('--skip-bad', action='store_true', help='leave out unreadable user files (named) instead of '
+                                                                 'stopping')
+  identify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+
+  verify = sub.add_parser('verify', help='accept or reject images against a user file (NumPy only: no JAX '
+                                         'needed); exit status 0 when every image is accepted, 1 otherwise')
   verify.set_defaults(run=_run_verify)
   verify.add_argument('user', help='.fvjax user file')
   verify.add_argument('images', nargs='+')
@@ -244,10 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+  """Runs one command; returns its exit status (0 unless a command reports a negative decision or a problem)."""
   args = build_parser().parse_args(argv)
-  args.run(args, 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:]))
+  return args.run(args, 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])) or 0
+
+
+def console_main() -> None:
+  """The `fvjax` console script: `main`'s status becomes the process's exit status."""
+  sys.exit(main())
 
 
 if __name__ == '__main__':
-  main()
+  console_main()

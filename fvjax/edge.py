@@ -47,9 +47,14 @@ class VerifierSpec:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+def verifier_pixels(faces: np.ndarray, spec: VerifierSpec) -> np.ndarray:
+  """uint8 aligned faces [N, 112, 112, 3] -> uint8 [N, s, s, 3] at f's input size (a quarter of the float bytes)."""
+  return np.stack([resize(face, spec.input_size) for face in faces])
+
+
 def verifier_input(faces: np.ndarray, spec: VerifierSpec) -> np.ndarray:
   """uint8 aligned faces [N, 112, 112, 3] -> f's float32 inputs [N, s, s, 3] in [-1, 1]."""
-  return normalize(np.stack([resize(face, spec.input_size) for face in faces]))
+  return normalize(verifier_pixels(faces, spec))
 
 
 def numpy_forward(theta: np.ndarray, inputs: np.ndarray, spec: VerifierSpec = VerifierSpec()) -> np.ndarray:

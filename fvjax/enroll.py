@@ -3,25 +3,28 @@
 `from_images` is what `fvjax enroll` runs; the user file it returns is all a device needs (`fvjax verify`).
 """
 
+import dataclasses
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import backbones, userfile
-from fvjax.eval import verification
+from fvjax import backbones, calibration, imageio, userfile
+from fvjax.eval import personalized, verification
 from fvjax.models.hypernet import enrolment_embedding
 from fvjax.train import coreset, hyper
 
 
 def from_images(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str], name: str, aggregate: str = 'mean',
-           coreset_workdir: str | Path | None = None) -> userfile.User:
+                coreset_workdir: str | Path | None = None, far: float = 1e-3) -> userfile.User:
   """One user's verifier from one or several enrolment images: aligned uint8 crops [n, 112, 112, 3] (see
   `fvjax.align.read_face` for files and raw photos), `sources` naming them in the user file.
 
   aggregate: how several images become the generator's input: 'mean' (mean of the
   normalised embeddings, see `enrolment_embedding`) or 'coreset' (the FaceCoresetNet
   descriptor of the set, from a `fvjax coreset` run on the same backbone).
+  far: the false-accept rate the user's threshold is calibrated for, on the faces of people the hypernetwork
+  run held out of training (`fvjax.calibration`); a run without them leaves the threshold at logit 0.
   """
   if not len(faces):
     raise ValueError('enrolment needs at least one image; none were given')
@@ -38,6 +41,17 @@ def from_images(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str]
     backbones.require_same(config.backbone, coreset_config.backbone, hyper_workdir, coreset_workdir)
     features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
     enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
-  theta = generator.apply({'params': params}, enrolment[None])[0]
-  return userfile.User(theta=np.asarray(theta), spec=generator.spec.to_dict(), name=name,
-                       sources=tuple(sources))
+  theta = np.asarray(generator.apply({'params': params}, enrolment[None])[0])
+  calibrated = calibrate(theta, generator.spec, calibration.CalibrationSet.load(hyper_workdir), far)
+  return userfile.User(theta=theta, spec=generator.spec.to_dict(), name=name, sources=tuple(sources),
+                       threshold=calibrated.threshold if calibrated else 0.0,
+                       calibration=dataclasses.asdict(calibrated) if calibrated else None)
+
+
+def calibrate(theta: np.ndarray, spec, calibration_set: calibration.CalibrationSet | None,
+              far: float) -> calibration.Calibration | None:
+  """The threshold of one user's verifier theta [D] at `far`, from its logits on the calibration faces."""
+  if calibration_set is None:
+    return None
+  impostor_logits = personalized.score_matrix(theta[None], imageio.normalize(calibration_set.inputs), spec)
+  return calibration.per_user(impostor_logits, far, calibration_set.identities)[0]

@@ -34,8 +34,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from fvjax import backbones, checkpoint, data, edge, imageio, models, parallel
-from fvjax.eval import verification
+from fvjax import backbones, calibration, checkpoint, data, edge, imageio, models, parallel
+from fvjax.eval import identification, personalized, verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, with_input_centre
 from fvjax.train import features as features_lib, kcs
@@ -49,6 +49,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.align = 'auto'  # for a pretrained backbone: raw photos in data_dir are aligned ('never': padded)
   c.test_fraction = 0.25  # identities held out, for a pretrained backbone (a workdir backbone's own split is reused)
   c.split_seed = 0
+  # Training identities kept out of the generator's training: their faces, stored with the run, calibrate each
+  # enrolment's threshold (`fvjax.calibration`). At most calibration_images of them are kept.
+  c.calibration_fraction = 0.1
+  c.calibration_images = 1000
+  c.calibration_far = 1e-3  # the operating point of the run's identification report (`fvjax enroll --far` sets a user's)
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
   c.hidden = 256
   c.users_per_batch = 16
@@ -165,6 +170,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     train_idx, test_idx = data.split_identities(faces.labels, split.test_fraction, split.split_seed)
   else:
     train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
+  train_idx, calibration_idx = hold_out_calibration(faces.labels, train_idx, config)
+  if len(calibration_idx) and jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    calibration.CalibrationSet(edge.verifier_pixels(data.decode_all(faces, calibration_idx), spec),
+                               features_lib.embeddings(features, calibration_idx),
+                               faces.labels[calibration_idx]).save(workdir)
 
   train_labels = faces.labels[train_idx]
   usable = np.bincount(train_labels)[train_labels] >= config.positives_per_user + 1  # enrolment + positives
@@ -195,12 +206,54 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
     report['verification']['held_out_identities'] = evaluate_pairs(
         generate, features_lib.embeddings(features, rows), inputs, issame, spec)
+    report['identification'] = evaluate_identification(generate, features, faces, test_idx, spec,
+                                                       calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
     embeddings, inputs = prepare(images, backbone.features_fn, spec)
     report['verification'][Path(path).stem] = evaluate_pairs(generate, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
+
+
+def evaluate_identification(generate, features, faces: data.FaceDataset, test_idx: np.ndarray,
+                            spec: verifier.VerifierSpec, calibration_set, config) -> dict:
+  """1:N identification among the held-out identities (`fvjax.eval.identification`): each enrols one image; the
+  others probe. Verifier logits and embedding cosines, raw and (with a calibration set) minus each user's
+  threshold at `calibration_far`, plus the accept rates of those calibrated decisions."""
+  enrol, probes, truth = identification.enrolment_split(faces.labels[test_idx], config.seed)
+  enrol, probes = test_idx[enrol], test_idx[probes]
+  enrol_embeddings = features_lib.embeddings(features, enrol)
+  thetas = np.asarray(generate(jnp.asarray(enrol_embeddings)))
+  probe_inputs = edge.verifier_input(data.decode_all(faces, probes), spec)
+  methods = {'verifier': personalized.score_matrix(thetas, probe_inputs, spec).T,
+             'embedding_cosine': features_lib.embeddings(features, probes) @ enrol_embeddings.T}
+  result = {}
+  if calibration_set is not None:
+    impostors = {'verifier': personalized.score_matrix(thetas, imageio.normalize(calibration_set.inputs), spec),
+                 'embedding_cosine': enrol_embeddings @ calibration_set.embeddings.T}  # [G, N] each
+    thresholds = {name: np.array([c.threshold for c in calibration.per_user(scores, config.calibration_far,
+                                                                             calibration_set.identities)])
+                  for name, scores in impostors.items()}
+    for name in list(methods):
+      methods[f'{name}_calibrated'] = methods[name] - thresholds[name][None, :]
+    result['operating_point'] = {
+        'far_target': config.calibration_far, 'calibration_images': int(len(calibration_set.labels)),
+        **{name: identification.operating_point(methods[f'{name}_calibrated'], truth) for name in thresholds}}
+  result['methods'] = identification.evaluate(methods, truth, config.seed)
+  return result
+
+
+def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
+  """(generator training images, calibration images): `calibration_fraction` of the training identities, at most
+  `calibration_images` of their images (a seeded sample), kept out of training to calibrate enrolments."""
+  if not config.calibration_fraction:
+    return train_idx, np.zeros(0, np.int64)
+  keep, held = data.split_identities(labels[train_idx], config.calibration_fraction, config.split_seed + 1)
+  held = train_idx[held]
+  if len(held) > config.calibration_images:
+    held = np.sort(np.random.default_rng(config.seed).choice(held, config.calibration_images, replace=False))
+  return train_idx[keep], held
 
 
 def evaluate_pairs(generate, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
