@@ -96,6 +96,9 @@ def print_hyper_report(report: dict, command: str) -> None:
             f"±{100 * r['accuracy_std']:<4.1f}{r['auc']:>7.3f}{100 * r['tar_at_far']['0.01']:>13.1f}%")
   print('(per probe image; the verifier runs alone on the device after enrolment; the embedding baseline runs the '
         f'backbone on every probe.) Reproduce: {command}')
+  if 'identification' in report:
+    from fvjax.eval import identification
+    print('\n' + identification.format_table(report['identification']))
 
 
 def print_coreset_report(report: dict, command: str) -> None:
@@ -196,6 +199,9 @@ def _run_demo(args, command: str) -> None:
   report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone, align=align_mode)
   print(f'\nheld-out identities of {args.data_dir}:')
   print(demo.format_table(report['table']))
+  if 'identification' in report['hyper']:
+    from fvjax.eval import identification
+    print('\n' + identification.format_table(report['hyper']['identification']))
   print(f"(acc: 10-fold accuracy on balanced pairs, chance 50%. MAdds per probe image.) Reproduce: {command}")
   print(f"report: {Path(args.workdir) / 'report.json'}; ROC curves: {Path(args.workdir) / 'roc.png'}")
 

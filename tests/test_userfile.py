@@ -8,7 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from fvjax import backbones, cli, edge, enroll, imageio, userfile
+from fvjax import backbones, cli, data, edge, enroll, imageio, userfile
+from fvjax.eval import identification
 from fvjax.data import write_bin
 from fvjax.models import verifier
 
@@ -122,6 +123,26 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   jax_logits = np.asarray(verifier.apply(loaded.theta, inputs))
   printed = [float(l.split('logit')[1].split()[0]) for l in lines]
   np.testing.assert_allclose(printed, jax_logits, atol=2e-3)
+
+  # The run's calibrated operating point holds for `fvjax verify`: every held-out person enrols from the image the
+  # run's identification protocol enrolled, and verify accepts their other photos at the rate the report states.
+  point = json.loads((hy / 'report.json').read_text())['identification']['operating_point']
+  assert point['calibration_images'] > 0 and point['far_target'] == 1e-3
+  dataset = data.load_faces(faces, align='never')
+  _, test_idx = data.split_identities(dataset.labels, 0.25, 0)
+  enrol, probes, truth = identification.enrolment_split(dataset.labels[test_idx], seed=0)
+  path_of = lambda row: faces / dataset.source[int(test_idx[row])]['path'].decode()
+  accepted = 0
+  for g, row in enumerate(enrol):
+    person = enroll.from_images(hy, imageio.decode_face(path_of(row).read_bytes())[None], [path_of(row).name],
+                                f'person{g}')
+    assert person.calibration['far'] == 1e-3 and person.calibration['impostors'] == point['calibration_images']
+    userfile.save(tmp_path / 'person.fvjax', person)
+    own = [str(path_of(p)) for p in probes[truth == g]]
+    capsys.readouterr()
+    cli.main(['verify', str(tmp_path / 'person.fvjax'), *own, '--align', 'never'])
+    accepted += capsys.readouterr().out.count('ACCEPT')
+  assert abs(accepted / len(probes) - point['verifier']['tar']) <= 2 / len(probes)
 
 
 @pytest.mark.slow

@@ -98,3 +98,24 @@ def evaluate(methods: dict[str, np.ndarray], truth: np.ndarray, seed: int, fars=
   """{method: `report`} for closed-set scores [P, G] of each method, the open set from `open_set`."""
   kept, open_truth = open_set(next(iter(methods.values())).shape[1], truth, seed)
   return {name: report(scores, truth, scores[:, kept], open_truth, fars) for name, scores in methods.items()}
+
+
+def format_table(identification: dict) -> str:
+  """A hypernetwork run's 1:N report as a table: rank-1/5 (closed set), DIR@FAR (open set), and the accept rates of each
+  user's calibrated threshold (genuine = TAR, impostor = FAR) where the run kept calibration faces."""
+  methods, point = identification['methods'], identification.get('operating_point', {})
+  first = next(iter(methods.values()))
+  lines = [f"1:N over {first['gallery']} enrolled people ({first['probes']} probes; open set: "
+           f"{first['open_set']['gallery']} enrolled, {first['open_set']['unknown_probes']} probes of the others)",
+           f"{'scores':<30}{'rank-1':>8}{'rank-5':>8}{'DIR@1e-2':>10}{'DIR@1e-1':>10}{'accept own':>12}"
+           f"{'accept others':>15}"]
+  for name, r in methods.items():
+    decided = point.get(name.removesuffix('_calibrated')) if name.endswith('_calibrated') else None
+    accepts = f"{100 * decided['tar']:>11.1f}%{100 * decided['far']:>14.2f}%" if decided else ''
+    lines.append(f"{name:<30}{100 * r['rank1']:>7.1f}%{100 * r['rank5']:>7.1f}%"
+                 f"{100 * r['open_set']['dir_at_far']['0.01']:>9.1f}%{100 * r['open_set']['dir_at_far']['0.1']:>9.1f}%"
+                 + accepts)
+  if point:
+    lines.append(f"(calibrated: each user's threshold at FAR {point['far_target']:g} on "
+                 f"{point['calibration_images']} faces of people held out of training)")
+  return '\n'.join(lines)
