@@ -1,4 +1,5 @@
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -130,29 +131,93 @@ def test_insightface_bin_roundtrip(tmp_path):
     data.read_bin(tmp_path / 'bad.bin')
 
 
-@pytest.mark.parametrize('with_header', [True, False])
-def test_recordio_roundtrip_in_mxnet_format(tmp_path, with_header):
-  images = [jpeg_bytes(i) for i in range(5)]
-  labels = [0, 0, 1, 2, 2]
-  payloads = [data.pack_record(float(l), im, record_id=i + with_header) for i, (l, im) in enumerate(zip(labels, images))]
-  if with_header:  # insightface: record 0 labels = (first image key, end key)
-    payloads = [data.pack_record(0.0, b'', 0, label_pair=(1.0, 6.0))] + payloads
-  data.write_recordio(tmp_path / 'train.rec', tmp_path / 'train.idx', payloads)
-  raw = (tmp_path / 'train.rec').read_bytes()
-  assert int.from_bytes(raw[:4], 'little') == 0xCED7230A
+# An independent RecordIO writer and reader, from MXNet's documented format (recordio.pack: IRHeader '<IfQQ' =
+# flag, label, id, id2; flag > 0 puts `flag` float32 labels after it) and insightface's layout as the reference repos
+# read it (seesawfacenet_pytorch's load_mx_rec: header = record 0, images = range(1, int(header.label[0]))).
+
+def mx_pack(label, image=b'', record_id=0):
+  if isinstance(label, (tuple, list)):
+    header = struct.pack('<IfQQ', len(label), 0.0, record_id, 0) + struct.pack(f'<{len(label)}f', *label)
+  else:
+    header = struct.pack('<IfQQ', 0, float(label), record_id, 0)
+  return header + image
+
+
+def mx_write(rec_path, records):
+  with open(rec_path, 'wb') as rec, open(str(rec_path)[:-4] + '.idx', 'w') as idx:
+    for key, payload in enumerate(records):
+      idx.write(f'{key}\t{rec.tell()}\n')
+      rec.write(struct.pack('<II', 0xCED7230A, len(payload)) + payload + b'\x00' * (-len(payload) % 4))
+
+
+def mx_read(rec_path):
+  """(images, labels) the way the reference code reads an insightface .rec."""
+  raw = open(rec_path, 'rb').read()
+  offsets = dict(map(int, line.split('\t')) for line in open(str(rec_path)[:-4] + '.idx').read().splitlines())
+  def unpack(key):
+    _, length = struct.unpack_from('<II', raw, offsets[key])
+    payload = raw[offsets[key] + 8:offsets[key] + 8 + (length & ((1 << 29) - 1))]
+    flag, label, _, _ = struct.unpack_from('<IfQQ', payload)
+    labels = struct.unpack_from(f'<{flag}f', payload, 24) if flag else (label,)
+    return labels, payload[24 + 4 * flag:]
+  header, _ = unpack(0)
+  records = [unpack(key) for key in range(1, int(header[0]))]
+  return [image for _, image in records], [int(labels[0]) for labels, _ in records]
+
+
+def insightface_records(images, labels):
+  n, k = len(images), max(labels) + 1
+  starts = [1 + labels.index(i) for i in range(k)] + [n + 1]
+  return ([mx_pack((n + 1.0, n + 1.0 + k))] + [mx_pack(float(l), im, i + 1) for i, (l, im) in
+                                                enumerate(zip(labels, images))]
+          + [mx_pack((float(starts[i]), float(starts[i + 1])), b'', n + 1 + i) for i in range(k)])
+
+
+def test_recordio_in_insightface_layout_loads_every_image_with_its_label(tmp_path):
+  images, labels = [jpeg_bytes(i) for i in range(6)], [0, 0, 1, 2, 2, 2]
+  mx_write(tmp_path / 'train.rec', insightface_records(images, labels))
   ds = data.load_faces(tmp_path / 'train.rec')
-  assert len(ds) == 5
+  assert len(ds) == 6 and len(ds.names) == 3
   np.testing.assert_array_equal(ds.labels, labels)
-  assert ds.source[3]['image'] == images[3]
-  np.testing.assert_array_equal(imageio.decode_face(ds.source[3]['image'])[0, 0], imageio.decode_face(images[3])[0, 0])
+  assert [ds.source[i]['image'] for i in range(6)] == images
+  np.testing.assert_array_equal(imageio.decode_face(ds.source[3]['image']), imageio.decode_face(images[3]))
+
+
+def test_recordio_without_a_header_holds_images_only(tmp_path):
+  images, labels = [jpeg_bytes(i) for i in range(3)], [4, 0, 4]
+  mx_write(tmp_path / 'train.rec', [mx_pack(float(l), im, i) for i, (l, im) in enumerate(zip(labels, images))])
+  ds = data.RecordIODataset(tmp_path / 'train.rec')
+  np.testing.assert_array_equal(ds.labels, labels)
+  assert [ds[i]['image'] for i in range(3)] == images
+
+
+def test_recordio_header_that_disagrees_with_the_index_is_an_error(tmp_path):
+  images, labels = [jpeg_bytes(i) for i in range(4)], [0, 0, 1, 1]
+  records = insightface_records(images, labels)
+  mx_write(tmp_path / 'short.rec', records[:-1])  # identity record 6 missing
+  with pytest.raises(data.DatasetError, match='header record says images are keys 1..4 and identity records 5..6'):
+    data.RecordIODataset(tmp_path / 'short.rec')
+  records[5] = mx_pack((1.0, 2.0), b'', 5)  # identity 0 claims image 1 only: identity 1's range then starts at 3
+  mx_write(tmp_path / 'gap.rec', records)
+  with pytest.raises(data.DatasetError, match='identity record 6 covers images 3..4; expected a range starting at 2'):
+    data.RecordIODataset(tmp_path / 'gap.rec')
+
+
+def test_written_recordio_reads_back_with_the_reference_reader(tmp_path):
+  images, labels = [jpeg_bytes(i) for i in range(5)], [0, 1, 1, 1, 2]
+  data.write_recordio(tmp_path / 'train.rec', images, labels)
+  assert mx_read(tmp_path / 'train.rec') == (images, labels)
+  assert (tmp_path / 'train.rec').read_bytes() == b''.join(  # byte for byte what the independent writer makes
+      struct.pack('<II', 0xCED7230A, len(p)) + p + b'\x00' * (-len(p) % 4) for p in insightface_records(images, labels))
+  with pytest.raises(ValueError, match='grouped by identity'):
+    data.write_recordio(tmp_path / 'bad.rec', images, [0, 2, 1, 1, 2])
 
 
 def test_truncated_recordio_is_a_clear_error(tmp_path):
-  payloads = [data.pack_record(float(i), jpeg_bytes(i)) for i in range(3)]
-  data.write_recordio(tmp_path / 'train.rec', tmp_path / 'train.idx', payloads)
+  data.write_recordio(tmp_path / 'train.rec', [jpeg_bytes(i) for i in range(3)], [0, 1, 2])
   raw = (tmp_path / 'train.rec').read_bytes()
-  (tmp_path / 'train.rec').write_bytes(raw[:-50])
-  with pytest.raises(data.DatasetError, match='record 2 is truncated'):
+  (tmp_path / 'train.rec').write_bytes(raw[:-150])
+  with pytest.raises(data.DatasetError, match='is truncated'):
     data.RecordIODataset(tmp_path / 'train.rec')
 
 

@@ -144,6 +144,18 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
     accepted += capsys.readouterr().out.count('ACCEPT')
   assert abs(accepted / len(probes) - point['verifier']['tar']) <= 2 / len(probes)
 
+  # The same people in a gallery, grown by enrolment alone, and identified from the command line.
+  people = tmp_path / 'gallery'
+  for g, row in enumerate(enrol[:3]):
+    assert cli.main(['gallery', 'add', str(people), '--hyper', str(hy), '--name', f'person{g}',
+                     '--images', str(path_of(row)), '--align', 'never']) == 0
+  capsys.readouterr()
+  probe = path_of(probes[truth == 0][0])
+  assert cli.main(['gallery', 'identify', str(people), str(probe), '--top-k', '3', '--align', 'never']) == 0
+  out = capsys.readouterr().out
+  assert str(probe) in out and all(f'person{g} ' in out for g in range(3))
+  assert cli.main(['gallery', 'list', str(people)]) == 0 and '3 user(s)' in capsys.readouterr().out
+
 
 @pytest.mark.slow
 def test_hypernetwork_on_the_pretrained_backbone_enrols_a_raw_photo(tmp_path, celeba_dir, capsys):

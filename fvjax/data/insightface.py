@@ -7,9 +7,12 @@
   uint32 magic 0xced7230a, uint32 (cflag << 29 | length), payload, zero padding
   to 4 bytes; the payload is an IRHeader `<IfQQ` (flag, label, id, id2) followed
   by the encoded image (when flag > 0, `flag` float labels precede the image
-  and label[0] is the identity). Record 0 of insightface sets is a header
-  whose label holds (first image index, end index). The `.idx` file lists
-  "key<TAB>byte offset" per record.
+  and label[0] is the identity). insightface's sets (MS1MV2, ...) start with a
+  header record at key 0 whose labels are (N + 1, N + 1 + K): the images are
+  keys 1..N, and keys N+1..N+K are one record per identity whose labels are
+  (its first image key, its end key), as the reference readers use them
+  (`range(1, int(header.label[0]))`). A file without that header (flag 0 at
+  key 0) holds images only. The `.idx` file lists "key<TAB>byte offset".
 """
 
 import os
@@ -48,17 +51,33 @@ def write_bin(path: str | os.PathLike, images: list[bytes], issame: list[bool]) 
     pickle.dump((list(images), list(map(bool, issame))), f, protocol=4)
 
 
-def pack_record(label: float, image: bytes, record_id: int = 0, label_pair: tuple[float, float] | None = None) -> bytes:
-  """One RecordIO payload: IRHeader + image. `label_pair` stores 2 float labels (header record form)."""
-  if label_pair is None:
-    return _IRHEADER.pack(0, label, record_id, 0) + image
-  return _IRHEADER.pack(2, 0.0, record_id, 0) + np.asarray(label_pair, np.float32).tobytes() + image
+def _record(flag_labels: tuple[float, ...] | float, image: bytes, record_id: int) -> bytes:
+  """One RecordIO payload as `mx.recordio.pack` writes it: a float label in the IRHeader (flag 0), or flag = n and n
+  float32 labels after it."""
+  if isinstance(flag_labels, tuple):
+    return _IRHEADER.pack(len(flag_labels), 0.0, record_id, 0) + np.asarray(flag_labels, np.float32).tobytes() + image
+  return _IRHEADER.pack(0, float(flag_labels), record_id, 0) + image
 
 
-def write_recordio(rec_path: str | os.PathLike, idx_path: str | os.PathLike, payloads: list[bytes]) -> None:
-  """Writes payloads as an MXNet indexed RecordIO pair (.rec + .idx, keys 0..n-1)."""
-  with Path(rec_path).open('wb') as rec, Path(idx_path).open('w') as idx:
-    for key, payload in enumerate(payloads):
+def write_recordio(rec_path: str | os.PathLike, images: list[bytes], labels: list[int]) -> None:
+  """Writes a training set in insightface's layout (`.rec` and the `.idx` beside it).
+
+  Key 0: header, labels (N + 1, N + 1 + K); keys 1..N: the images grouped by identity (labels 0..K-1, in order);
+  keys N+1..N+K: one record per identity, labels (its first image key, its end key).
+  """
+  labels = np.asarray(labels)
+  if len(images) != len(labels) or not len(images):
+    raise ValueError(f'{len(images)} images for {len(labels)} labels; a training set needs at least one image')
+  if (np.diff(labels) < 0).any() or labels[0] != 0 or (np.diff(labels) > 1).any():
+    raise ValueError('labels must run 0..K-1 in order (images grouped by identity)')
+  n, k = len(images), int(labels[-1]) + 1
+  starts = np.searchsorted(labels, np.arange(k + 1)) + 1  # image key of each identity's first image, then N + 1
+  records = [_record((float(n + 1), float(n + 1 + k)), b'', 0)]
+  records += [_record(float(label), image, key) for key, (label, image) in enumerate(zip(labels, images), 1)]
+  records += [_record((float(starts[i]), float(starts[i + 1])), b'', n + 1 + i) for i in range(k)]
+  rec_path = Path(rec_path)
+  with rec_path.open('wb') as rec, rec_path.with_suffix('.idx').open('w') as idx:
+    for key, payload in enumerate(records):
       idx.write(f'{key}\t{rec.tell()}\n')
       rec.write(struct.pack('<II', RECORDIO_MAGIC, len(payload)))
       rec.write(payload + b'\x00' * (-len(payload) % 4))
@@ -86,13 +105,29 @@ class RecordIODataset:
         raise DatasetError(f'{idx_path}:{line_no}: malformed index line {line!r}') from e
     self._fd = os.open(self.rec_path, os.O_RDONLY)  # read with pread: safe from decoding threads
     self._offsets = offsets
-    header = self._header(0)
-    if header[0] > 0:  # insightface header record: label = (first image key, end key)
-      first, end = (int(v) for v in np.frombuffer(self._payload(0)[_IRHEADER.size:_IRHEADER.size + 8], np.float32))
-      self._keys = list(range(first, end))
-    else:
+    if self._header(0)[0] > 0:  # insightface's header record: labels (first identity record key, end key)
+      self._keys = self._image_keys_from_header()
+    else:  # no header: every record is an image
       self._keys = sorted(offsets)
     self.labels = np.asarray([self._label(k) for k in self._keys], dtype=np.int32)
+
+  def _image_keys_from_header(self) -> list[int]:
+    """Keys 1..N, checked against the header's identity records N+1..N+K and the index."""
+    first, end = (int(v) for v in self._float_labels(0)[:2])
+    if not 1 <= first <= end or set(self._offsets) != set(range(end)):
+      raise DatasetError(f'{self.rec_path}: header record says images are keys 1..{first - 1} and identity records '
+                         f'{first}..{end - 1}, but the index holds {len(self._offsets)} keys from '
+                         f'{min(self._offsets)} to {max(self._offsets)}')
+    covered = 1
+    for key in range(first, end):  # each identity record: (first image key, end key), tiling 1..N
+      start, stop = (int(v) for v in self._float_labels(key)[:2])
+      if start != covered or stop < start:
+        raise DatasetError(f'{self.rec_path}: identity record {key} covers images {start}..{stop - 1}; expected '
+                           f'a range starting at {covered}')
+      covered = stop
+    if first < end and covered != first:
+      raise DatasetError(f'{self.rec_path}: identity records cover images 1..{covered - 1} of 1..{first - 1}')
+    return list(range(1, first))
 
   def __len__(self) -> int:
     return len(self._keys)
@@ -126,12 +161,14 @@ class RecordIODataset:
   def _header(self, key: int) -> tuple:
     return _IRHEADER.unpack_from(self._payload(key))
 
+  def _float_labels(self, key: int) -> np.ndarray:
+    """The record's label vector (flag > 0: `flag` float32 values after the IRHeader)."""
+    flag = self._header(key)[0]
+    return np.frombuffer(self._payload(key)[_IRHEADER.size:_IRHEADER.size + 4 * flag], np.float32)
+
   def _label(self, key: int) -> int:
     flag, label, _, _ = self._header(key)
-    if flag > 0:
-      payload = self._payload(key)
-      label = np.frombuffer(payload[_IRHEADER.size:_IRHEADER.size + 4], np.float32)[0]
-    return int(label)
+    return int(self._float_labels(key)[0] if flag > 0 else label)
 
 
 def load_recordio(rec_path: str | os.PathLike) -> FaceDataset:
