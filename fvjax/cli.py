@@ -206,6 +206,20 @@ def _run_demo(args, command: str) -> None:
   print(f"report: {Path(args.workdir) / 'report.json'}; ROC curves: {Path(args.workdir) / 'roc.png'}")
 
 
+def _run_pack(args, command: str) -> int:
+  del command
+  from fvjax.data import pack
+  report = pack.pack(args.folder, args.out, args.align)
+  if report.identities:
+    print(f'packed {report.images:,} images of {report.identities:,} identities: {args.out} '
+          f'(+ {Path(args.out).with_suffix(".idx").name})')
+  for line in report.skipped:
+    print(f'skipped    {line}')
+  for line in report.duplicates:
+    print(f'duplicate  {line}')
+  return 0
+
+
 def _initialize_distributed(args) -> None:
   from fvjax import parallel
   parallel.initialize_distributed(parallel.DistributedConfig.from_environment(args.distributed))
@@ -277,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
   enroll.add_argument('--out', required=True, help='user file to write (.fvjax)')
   enroll.add_argument('--name', default=None, help='user name (default: the file stem)')
   _add_enrolment_arguments(enroll)
+
+  packer = sub.add_parser('pack', help='an identity folder -> an insightface .rec/.idx training set (resumable)')
+  packer.set_defaults(run=_run_pack)
+  packer.add_argument('folder', help='root/<identity>/<image>: aligned 112x112 crops, or raw photos')
+  packer.add_argument('out', help='the .rec file to write (its .idx beside it); run again to resume')
+  packer.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
 
   evaluate = sub.add_parser('eval', help='pair verification of a backbone: LFW, .bin sets, held-out identities')
   evaluate.set_defaults(run=_run_eval)

@@ -25,7 +25,9 @@ def decode_image(data: bytes, source: str = '<bytes>') -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
       img = img.convert('RGB')
       img.load()
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+  except UnidentifiedImageError as e:  # PIL's message names only its in-memory buffer
+    raise ImageDecodeError(f'cannot decode image {source}: not an image format PIL reads') from e
+  except (OSError, SyntaxError, ValueError) as e:
     raise ImageDecodeError(f'cannot decode image {source}: {e}') from e
   return np.asarray(img, dtype=np.uint8)
 

@@ -232,3 +232,37 @@ def test_real_celeba_faces_load(celeba_dir):
   ds = data.load_identity_folder(celeba_dir)
   assert len(ds.names) == 240 and len(ds) > 4000
   assert imageio.decode_face(ds.source[0]['image']).shape == (112, 112, 3)
+
+
+def test_pack_round_trips_a_folder_resumably_and_names_what_it_skips(tmp_path):
+  from fvjax.data import pack
+  root = tmp_path / 'people'
+  for person, values in {'ann': (10, 20, 30), 'bob': (40,), 'cat': (50, 60)}.items():
+    (root / person).mkdir(parents=True)
+    for v in values:
+      (root / person / f'{v}.jpg').write_bytes(jpeg_bytes(v))
+  (root / 'bob' / 'copy.jpg').write_bytes(jpeg_bytes(10))  # the same bytes as ann/10.jpg
+  (root / 'bob' / 'broken.jpg').write_bytes(b'not an image')
+  (root / 'dan').mkdir()
+  (root / 'dan' / 'broken.png').write_bytes(b'\x89PNG nope')  # dan has no usable image: no label is spent on him
+
+  whole = pack.pack(root, tmp_path / 'whole.rec', progress=False)
+  assert (whole.images, whole.identities) == (6, 3)
+  assert [line.split(':')[0] for line in whole.skipped] == [str(root / 'bob' / 'broken.jpg'),
+                                                             str(root / 'dan' / 'broken.png')]
+  assert whole.duplicates == [f"{root / 'bob' / 'copy.jpg'} = {root / 'ann' / '10.jpg'}"]
+  images, labels = mx_read(tmp_path / 'whole.rec')  # the independent reader
+  assert labels == [0, 0, 0, 1, 2, 2]
+  assert images == [(root / p).read_bytes() for p in ('ann/10.jpg', 'ann/20.jpg', 'ann/30.jpg', 'bob/40.jpg',
+                                                       'cat/50.jpg', 'cat/60.jpg')]
+  np.testing.assert_array_equal(data.load_faces(tmp_path / 'whole.rec').labels, labels)
+
+  assert pack.pack(root, tmp_path / 'resumed.rec', progress=False, checkpoint_every=2, stop_after=3).identities == 0
+  assert not (tmp_path / 'resumed.rec').exists()  # an interrupted pack leaves no file that looks finished
+  pack.pack(root, tmp_path / 'resumed.rec', progress=False, checkpoint_every=2, stop_after=2)
+  resumed = pack.pack(root, tmp_path / 'resumed.rec', progress=False, checkpoint_every=2)
+  assert resumed == whole
+  for suffix in ('.rec', '.idx'):
+    assert (tmp_path / f'resumed{suffix}').read_bytes() == (tmp_path / f'whole{suffix}').read_bytes()
+  assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ['resumed.idx', 'resumed.rec', 'whole.idx',
+                                                                       'whole.rec']

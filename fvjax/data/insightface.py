@@ -51,7 +51,7 @@ def write_bin(path: str | os.PathLike, images: list[bytes], issame: list[bool]) 
     pickle.dump((list(images), list(map(bool, issame))), f, protocol=4)
 
 
-def _record(flag_labels: tuple[float, ...] | float, image: bytes, record_id: int) -> bytes:
+def record_payload(flag_labels: tuple[float, ...] | float, image: bytes, record_id: int) -> bytes:
   """One RecordIO payload as `mx.recordio.pack` writes it: a float label in the IRHeader (flag 0), or flag = n and n
   float32 labels after it."""
   if isinstance(flag_labels, tuple):
@@ -72,15 +72,19 @@ def write_recordio(rec_path: str | os.PathLike, images: list[bytes], labels: lis
     raise ValueError('labels must run 0..K-1 in order (images grouped by identity)')
   n, k = len(images), int(labels[-1]) + 1
   starts = np.searchsorted(labels, np.arange(k + 1)) + 1  # image key of each identity's first image, then N + 1
-  records = [_record((float(n + 1), float(n + 1 + k)), b'', 0)]
-  records += [_record(float(label), image, key) for key, (label, image) in enumerate(zip(labels, images), 1)]
-  records += [_record((float(starts[i]), float(starts[i + 1])), b'', n + 1 + i) for i in range(k)]
+  records = [record_payload((float(n + 1), float(n + 1 + k)), b'', 0)]
+  records += [record_payload(float(label), image, key) for key, (label, image) in enumerate(zip(labels, images), 1)]
+  records += [record_payload((float(starts[i]), float(starts[i + 1])), b'', n + 1 + i) for i in range(k)]
   rec_path = Path(rec_path)
   with rec_path.open('wb') as rec, rec_path.with_suffix('.idx').open('w') as idx:
     for key, payload in enumerate(records):
       idx.write(f'{key}\t{rec.tell()}\n')
-      rec.write(struct.pack('<II', RECORDIO_MAGIC, len(payload)))
-      rec.write(payload + b'\x00' * (-len(payload) % 4))
+      rec.write(framed(payload))
+
+
+def framed(payload: bytes) -> bytes:
+  """A payload as one RecordIO record: magic, length, payload, zero padding to 4 bytes."""
+  return struct.pack('<II', RECORDIO_MAGIC, len(payload)) + payload + b'\x00' * (-len(payload) % 4)
 
 
 class RecordIODataset:
