@@ -164,3 +164,20 @@ def test_lfw_errors_name_the_problem(tmp_path):
   (root / 'pairs.txt').write_text('1\t1\nAnn_Lee\t1\nAnn_Lee\t1\tBob_Ray\t1\n')
   with pytest.raises(data.DatasetError, match=r'pairs.txt:2: expected'):
     data.read_pairs(root)
+
+
+def test_insightface_tar_at_far_equals_sklearn_roc_read_as_insightface_does():
+  metrics = pytest.importorskip('sklearn.metrics', reason='the oracle is scikit-learn (the test extra installs it)')
+  rng = np.random.default_rng(0)
+  for trial in range(10):
+    n = int(rng.integers(50, 400))
+    issame = rng.random(n) < 0.3
+    scores = np.round(rng.normal(size=n) + 1.5 * issame, 1)  # rounded: ties and collinear runs
+    fars = (1e-3, 1e-2, 0.05, 0.1, 0.3)
+    fpr, tpr, _ = metrics.roc_curve(issame, scores)
+    fpr, tpr = np.flipud(fpr), np.flipud(tpr)  # insightface's IJB evaluation: the closest FPR, ties to the first
+    expected = [tpr[min(zip(np.abs(fpr - f), range(len(fpr))))[1]] for f in fars]
+    got = v.tar_at_far(scores, issame, fars, method="insightface")
+    np.testing.assert_allclose([got[f] for f in fars], expected, err_msg=f'trial {trial}')
+  with pytest.raises(ValueError, match='unknown TAR@FAR method'):
+    v.tar_at_far(scores, issame, fars, method="closest")

@@ -56,6 +56,15 @@ def test_adaface_head_updates_norm_ema_only_in_training():
                              rtol=1e-6)
 
 
+def test_adaface_batch_of_one_keeps_the_std_ema_finite():
+  head = heads.MarginHead(3, heads.MarginConfig(kind='adaface', t_alpha=0.01))
+  emb = jnp.array([[3.0, 4.0]])  # norm 5
+  variables = head.init(jax.random.key(0), emb, jnp.array([0]), train=False)
+  logits, new = head.apply(variables, emb, jnp.array([0]), train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(new['batch_stats']['norm_mean'], 0.01 * 5.0 + 0.99 * 20.0, rtol=1e-6)
+  assert float(new['batch_stats']['norm_std']) == 100.0 and np.isfinite(logits).all()
+
+
 @pytest.mark.parametrize('kind', ['arcface', 'cosface', 'adaface'])
 def test_margin_head_lowers_only_the_target_logit(kind):
   head = heads.MarginHead(4, heads.MarginConfig(kind=kind, s=10.0))

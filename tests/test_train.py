@@ -87,6 +87,43 @@ def test_weight_decay_skips_vectors():
   np.testing.assert_allclose(updates['bias'], 0.0)
 
 
+def test_weight_decay_rules_follow_the_seesaw_reference_groups():
+  # The reference (InsightFace_Pytorch Learner): BatchNorm undecayed; the embedding Linear and the head's kernel
+  # at 4e-4; every other parameter (convolutions, SE, PReLU) at 4e-5. SGD's decay is added to the gradient.
+  rules = (('/bn/|embedding_bn/', 0.0), ('backbone/embedding/kernel|^head/', 4e-4), ('', 4e-5))
+  params = {'backbone': {'stem': {'conv': {'kernel': np.full((3, 3, 3, 4), 2.0, np.float32)},
+                                  'bn': {'scale': np.full(4, 2.0, np.float32)}},
+                         'se': {'fc1': {'bias': np.full(2, 2.0, np.float32)}, 'prelu': {'alpha': np.full(2, 2.0)}},
+                         'embedding': {'kernel': np.full((4, 8), 2.0, np.float32)},
+                         'embedding_bn': {'scale': np.full(8, 2.0, np.float32)}},
+            'head': {'centres': np.full((8, 10), 2.0, np.float32)}}
+  config = OptimizerConfig(learning_rate=1.0, momentum=0.0, weight_decay=5e-4, schedule='constant',
+                           weight_decay_rules=rules)
+  tx = make_optimizer(config, 1)
+  updates, _ = tx.update(jax.tree.map(np.zeros_like, params), tx.init(params), params)
+  expected = {'backbone/stem/conv/kernel': 4e-5, 'backbone/stem/bn/scale': 0.0, 'backbone/se/fc1/bias': 4e-5,
+              'backbone/se/prelu/alpha': 4e-5, 'backbone/embedding/kernel': 4e-4, 'backbone/embedding_bn/scale': 0.0,
+              'head/centres': 4e-4}
+  for path, update in jax.tree_util.tree_leaves_with_path(updates):
+    name = '/'.join(k.key for k in path)
+    np.testing.assert_allclose(update, -2.0 * expected[name], rtol=1e-6, err_msg=name)
+
+
+def test_adamw_without_rules_equals_optax_adamw():
+  rng = np.random.default_rng(0)
+  params = {'kernel': rng.normal(size=(3, 4)).astype(np.float32), 'bias': rng.normal(size=4).astype(np.float32)}
+  config = OptimizerConfig(name='adamw', learning_rate=0.1, weight_decay=0.3, schedule='constant')
+  ours, theirs = make_optimizer(config, 10), optax.adamw(0.1, weight_decay=0.3, mask=lambda p: jax.tree.map(
+      lambda x: x.ndim >= 2, p))
+  state_ours, state_theirs = ours.init(params), theirs.init(params)
+  for step in range(3):
+    grads = jax.tree.map(lambda p: np.asarray(rng.normal(size=p.shape), np.float32), params)
+    a, state_ours = ours.update(grads, state_ours, params)
+    b, state_theirs = theirs.update(grads, state_theirs, params)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+    params = optax.apply_updates(params, a)
+
+
 SHARDED_SCRIPT = textwrap.dedent('''
     import sys, jax, numpy as np, optax
     sys.path.insert(0, {tests!r})

@@ -72,15 +72,37 @@ def roc_curve(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.nd
   return np.r_[0.0, far], np.r_[0.0, tar], np.r_[np.inf, s[last_of_run]]
 
 
-def tar_at_far(scores: np.ndarray, issame: np.ndarray, fars=DEFAULT_FARS) -> dict[float, float]:
-  """TAR at the largest operating point whose FAR does not exceed each target.
+TAR_METHODS = ('conservative', 'insightface')
 
-  A target below 1 / #impostors cannot be resolved and maps to NaN.
+
+def tar_at_far(scores: np.ndarray, issame: np.ndarray, fars=DEFAULT_FARS, method: str = 'conservative'
+               ) -> dict[float, float]:
+  """TAR at each target FAR.
+
+  'conservative': the largest operating point whose FAR does not exceed the target; a target below
+  1 / #impostors cannot be resolved and maps to NaN.
+  'insightface': as insightface's IJB evaluation (and the tables that cite it): the ROC of
+  sklearn.metrics.roc_curve (collinear points dropped), then the TAR of the point whose FAR is closest to the
+  target (ties: the highest TAR), resolvable or not.
   """
+  if method == 'conservative':
+    far, tar, _ = roc_curve(scores, issame)
+    n_impostor = int((~np.asarray(issame, bool)).sum())
+    return {f: (float(tar[np.searchsorted(far, f, side='right') - 1]) if f * n_impostor >= 1 else float('nan'))
+            for f in fars}
+  if method != 'insightface':
+    raise ValueError(f'unknown TAR@FAR method {method!r}; expected one of {TAR_METHODS}')
+  issame = np.asarray(issame, bool)
   far, tar, _ = roc_curve(scores, issame)
-  n_impostor = int((~np.asarray(issame, bool)).sum())
-  return {f: (float(tar[np.searchsorted(far, f, side='right') - 1]) if f * n_impostor >= 1 else float('nan'))
-          for f in fars}
+  far, tar = far[1:], tar[1:]  # sklearn's points, then its own (0, 0) first
+  false_accepts, true_accepts = np.rint(far * (~issame).sum()), np.rint(tar * issame.sum())  # exact counts
+  corner = np.r_[True, np.logical_or(np.diff(false_accepts, 2) != 0, np.diff(true_accepts, 2) != 0), True]
+  far, tar = np.r_[0.0, far[corner]], np.r_[0.0, tar[corner]]
+  result = {}
+  for f in fars:
+    distance = np.abs(far - f)
+    result[f] = float(tar[np.flatnonzero(distance == distance.min())[-1]])
+  return result
 
 
 def make_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +163,9 @@ def pair_scores(embeddings: np.ndarray, pairs: np.ndarray) -> np.ndarray:
 
 
 def verification_report(scores: np.ndarray, issame: np.ndarray, n_folds: int = 10, fars=DEFAULT_FARS,
-                        roc_points: int = 200) -> dict:
-  """10-fold accuracy, ROC-AUC, TAR@FAR and the ROC curve (at most `roc_points` points, for plots) of pair
-  scores, JSON-able."""
+                        roc_points: int = 200, tar_method: str = 'conservative') -> dict:
+  """10-fold accuracy, ROC-AUC, TAR@FAR (`tar_at_far` with `tar_method`) and the ROC curve (at most `roc_points`
+  points, for plots) of pair scores, JSON-able."""
   kfold = kfold_accuracy(scores, issame, n_folds)
   far, tar, _ = roc_curve(scores, issame)
   keep = np.unique(np.linspace(0, len(far) - 1, min(len(far), roc_points)).astype(int))
@@ -152,7 +174,7 @@ def verification_report(scores: np.ndarray, issame: np.ndarray, n_folds: int = 1
       'accuracy': kfold.accuracy,
       'accuracy_std': kfold.std,
       'auc': float(np.trapezoid(tar, far)),
-      'tar_at_far': {str(f): v for f, v in tar_at_far(scores, issame, fars).items()},
+      'tar_at_far': {str(f): v for f, v in tar_at_far(scores, issame, fars, tar_method).items()},
       'roc': {'far': far[keep].tolist(), 'tar': tar[keep].tolist()},
   }
 

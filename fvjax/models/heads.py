@@ -104,5 +104,7 @@ class MarginHead(nn.Module):
     std = self.variable('batch_stats', 'norm_std', lambda: jnp.array(100.0))
     if train and not self.is_initializing():
       mean.value = cfg.t_alpha * jnp.mean(norms) + (1 - cfg.t_alpha) * mean.value
-      std.value = cfg.t_alpha * jnp.std(norms, ddof=1) + (1 - cfg.t_alpha) * std.value
+      # A batch of one has no spread (torch's unbiased std is NaN there and would poison the EMA): keep the old one.
+      batch_std = jnp.std(norms, ddof=1) if norms.shape[0] > 1 else std.value
+      std.value = cfg.t_alpha * batch_std + (1 - cfg.t_alpha) * std.value
     return adaface_logits(cos, labels, norms, mean.value, std.value, cfg.s, m, cfg.h)

@@ -61,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.templates = ml_collections.ConfigDict({'per_identity': 4, 'min_size': 1, 'max_size': 8})
   c.selection_far = 1e-2  # model selection maximises TAR at this FAR on validation templates
   c.eval_every = 500
+  # TAR@FAR of the reported template pairs: 'conservative' (FAR <= target) or 'insightface' (the closest ROC point,
+  # as insightface's IJB evaluation, to compare with published IJB-B/C tables); model selection stays conservative.
+  c.tar_at_far_method = 'conservative'
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-4, 'weight_decay': 1e-3,
                                            'schedule': 'piecewise', 'milestones': (), 'decay_factor': 0.1,
                                            'warmup_steps': 0, 'grad_clip_norm': 1.0})
@@ -198,7 +201,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'test_identities': int(len(np.unique(faces.labels[test_idx]))),
       'templates': len(protocol.members),
       'template_pairs': {'genuine': int(protocol.issame.sum()), 'impostor': int((~protocol.issame).sum())},
-      'sets': {name: sets.evaluate_templates(fn, plain, protocol) for name, fn in descriptor_fns.items()},
+      'sets': {name: sets.evaluate_templates(fn, plain, protocol, tar_method=config.tar_at_far_method)
+               for name, fn in descriptor_fns.items()},
   }
   if config.hyper_workdir:
     report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone, model.aggregator, params,

@@ -145,7 +145,7 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
         # A finite loss can hide NaN gradients (e.g. relu(NaN) = 0 in XLA): check both, before saving.
         raise NonFiniteLossError(f'loss {metrics["loss"]}, gradient norm {metrics["grad_norm"]} at step {step}; '
                                  f'checkpoints up to step {mgr.latest_step()} are kept in {workdir / "checkpoints"}')
-      window_images += len(jax.tree.leaves(batch)[0]) * jax.process_count()  # the global batch's images
+      window_images += len(jax.tree.leaves(batch)[0])  # a global array (prefetch_to_device): all hosts' rows
       bar.update(1)
       bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
       checkpoint.save(mgr, step, state, {'run': run_meta, 'step': step}, force=step == end)
@@ -187,7 +187,9 @@ def train_from_config(task: Task, config, workdir: str | Path, **kwargs) -> Trai
   Reads config.optimizer (`OptimizerConfig` fields), total_steps, seed, checkpoint_every,
   keep_checkpoints and log_every; the whole config is the run's metadata. kwargs go to `train`.
   """
-  optimizer = OptimizerConfig(**{**config.optimizer, 'milestones': tuple(config.optimizer.get('milestones', ()))})
+  optimizer = OptimizerConfig(**{**config.optimizer, 'milestones': tuple(config.optimizer.get('milestones', ())),
+                                 'weight_decay_rules': tuple(tuple(rule) for rule in
+                                                             config.optimizer.get('weight_decay_rules', ()))})
   loop = LoopConfig(**{field.name: config[field.name] for field in dataclasses.fields(LoopConfig)})
   return train(task, make_optimizer(optimizer, config.total_steps), loop, workdir, run_meta=config.to_dict(),
                learning_rate_fn=learning_rate_schedule(optimizer, config.total_steps), **kwargs)

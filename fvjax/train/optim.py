@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules from config data."""
 
 import dataclasses
+import re
 
 import jax
 import optax
@@ -12,8 +13,13 @@ class OptimizerConfig:
 
   schedule: 'constant' | 'piecewise' (multiply by `decay_factor` at each of
   `milestones`, given in steps) | 'cosine' (to 0 at `total_steps`); all after
-  a linear warm-up of `warmup_steps` from 0. Weight decay applies to kernels
-  only (rank >= 2), not to BatchNorm, biases or PReLU slopes.
+  a linear warm-up of `warmup_steps` from 0.
+
+  Weight decay: `weight_decay_rules` are (regex, rate) pairs searched in each
+  parameter's path ('backbone/embedding/kernel', 'head/centres', ...); the
+  first match sets its rate. Parameters no rule matches decay at
+  `weight_decay` if they are kernels (rank >= 2) and not at all otherwise
+  (BatchNorm, biases, PReLU slopes).
   """
   name: str = 'sgd'
   learning_rate: float = 0.1
@@ -24,6 +30,7 @@ class OptimizerConfig:
   milestones: tuple[int, ...] = ()
   decay_factor: float = 0.1
   grad_clip_norm: float | None = None
+  weight_decay_rules: tuple[tuple[str, float], ...] = ()
 
 
 def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -44,18 +51,44 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
   return optax.join_schedules([warmup, decay], [config.warmup_steps])
 
 
-def _decay_mask(params):
-  return jax.tree.map(lambda p: p.ndim >= 2, params)
+def decay_rates(params, config: OptimizerConfig):
+  """The weight-decay rate of every parameter: a tree of floats shaped like `params` (see `OptimizerConfig`)."""
+  rules = [(re.compile(pattern), float(rate)) for pattern, rate in config.weight_decay_rules]
+
+  def rate(path, p):
+    name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+    for pattern, value in rules:
+      if pattern.search(name):
+        return value
+    return config.weight_decay if p.ndim >= 2 else 0.0
+
+  return jax.tree_util.tree_map_with_path(rate, params)
+
+
+def _weight_decay(config: OptimizerConfig) -> optax.GradientTransformation:
+  """Adds rate * param to each update, with each parameter's rate from `decay_rates`."""
+
+  def init(params):
+    return optax.EmptyState()
+
+  def update(updates, state, params):
+    rates = decay_rates(params, config)
+    return jax.tree.map(lambda u, p, r: u + r * p if r else u, updates, params, rates), state
+
+  return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-  """The optax transformation for `config` (with its schedule injected)."""
+  """The optax transformation for `config` (with its schedule injected).
+
+  SGD: coupled L2 decay (added to the gradient before momentum, as torch.optim.SGD); AdamW: decoupled decay
+  (added to the Adam direction before the learning rate, as optax.adamw).
+  """
   schedule = learning_rate_schedule(config, total_steps)
   if config.name == 'sgd':
-    tx = optax.chain(optax.add_decayed_weights(config.weight_decay, mask=_decay_mask),
-                     optax.sgd(schedule, momentum=config.momentum))
+    tx = optax.chain(_weight_decay(config), optax.sgd(schedule, momentum=config.momentum))
   elif config.name == 'adamw':
-    tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=_decay_mask)
+    tx = optax.chain(optax.scale_by_adam(), _weight_decay(config), optax.scale_by_learning_rate(schedule))
   else:
     raise ValueError(f"unknown optimizer {config.name!r}; expected 'sgd' or 'adamw'")
   if config.grad_clip_norm:
