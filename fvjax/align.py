@@ -151,12 +151,22 @@ def detect_landmarks(image: np.ndarray, source: str = '<image>', upsample: int =
   return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
 
 
-def align_photo(image: np.ndarray, source: str = '<image>') -> np.ndarray:
-  """A raw photo, uint8 RGB [H, W, 3], -> its largest face as an insightface-aligned uint8 crop [112, 112, 3]."""
-  landmarks = detect_landmarks(image, source)
-  crop_to_image = similarity_transform(DLIB_POINTS_ON_INSIGHTFACE_CROP, landmarks)
+def crop_from_landmarks(image: np.ndarray, landmarks: np.ndarray,
+                        template: np.ndarray = INSIGHTFACE_TEMPLATE) -> np.ndarray:
+  """uint8 [H, W, 3] and 5 landmarks [5, 2] (x, y pixels) -> the 112x112 crop that puts them on `template`.
+
+  The least-squares similarity between the two point sets, sampled bilinearly (zeros outside the image), as
+  insightface's `norm_crop` (estimate_norm + cv2.warpAffine) does with its 5-point template. Landmark order is the
+  template's: for INSIGHTFACE_TEMPLATE left eye, right eye, nose tip, left and right mouth corners.
+  """
+  crop_to_image = similarity_transform(template, landmarks)
   sampler = BilinearSampler.from_affine(crop_to_image, image.shape[:2], (CROP_SIZE, CROP_SIZE))
   return np.clip(np.rint(sampler(np.asarray(image))), 0, 255).astype(np.uint8)
+
+
+def align_photo(image: np.ndarray, source: str = '<image>') -> np.ndarray:
+  """A raw photo, uint8 RGB [H, W, 3], -> its largest face as an insightface-aligned uint8 crop [112, 112, 3]."""
+  return crop_from_landmarks(image, detect_landmarks(image, source), DLIB_POINTS_ON_INSIGHTFACE_CROP)
 
 
 ALIGN_MODES = ('auto', 'always', 'never')

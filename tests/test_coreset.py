@@ -188,6 +188,43 @@ def test_read_ijb_meta_layout(tmp_path):
     sets.read_ijb(tmp_path / 'missing', 'IJBB')
 
 
+def smooth_face(seed: int) -> np.ndarray:
+  """A smooth synthetic 112x112 'face' (blurred noise), so bilinear resampling errors stay small."""
+  from PIL import Image, ImageFilter
+  noise = np.random.default_rng(seed).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+  return np.asarray(Image.fromarray(noise).resize((112, 112), Image.BICUBIC).filter(ImageFilter.GaussianBlur(2)))
+
+
+def test_ijb_loose_crops_are_aligned_from_their_meta_landmarks(tmp_path):
+  from PIL import Image
+  from fvjax import align
+  (tmp_path / 'meta').mkdir()
+  (tmp_path / 'loose_crop').mkdir()
+  lines, faces = [], []
+  for i, (angle, scale, shift) in enumerate([(0.2, 1.8, (40.0, 30.0)), (-0.35, 1.3, (10.0, 70.0))]):
+    face = smooth_face(i)
+    # A loose crop: the face under a known similarity (crop pixel -> loose pixel), drawn by PIL's own warp.
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    inverse = np.linalg.inv(rotation)
+    loose_from = np.concatenate([inverse, (-inverse @ np.array(shift))[:, None]], 1)  # loose -> crop
+    loose = Image.fromarray(face).transform((260, 240), Image.AFFINE, loose_from.ravel().tolist(), Image.BILINEAR)
+    loose.save(tmp_path / 'loose_crop' / f'{i}.png')
+    points = align.INSIGHTFACE_TEMPLATE @ rotation.T + np.array(shift)
+    lines.append(f'{i}.png ' + ' '.join(f'{v:.4f}' for v in points.ravel()) + f' {0.9 - i / 10}')
+    faces.append(face)
+  (tmp_path / 'meta' / 'ijbc_name_5pts_score.txt').write_text('\n'.join(lines) + '\n')
+  ijb = sets.IJBFaces.read(tmp_path, 'IJBC')
+  assert ijb.names.tolist() == ['0.png', '1.png'] and np.allclose(ijb.faceness, [0.9, 0.8])
+  aligned = ijb.aligned([0, 1])
+  centre = (slice(16, 96), slice(16, 96))
+  for got, want in zip(aligned, faces):
+    assert np.abs(got[centre].astype(float) - want[centre]).mean() < 4.0  # the same face, resampled twice
+  assert np.abs(aligned[0][centre].astype(float) - faces[1][centre]).mean() > 10  # and not just any face
+  (tmp_path / 'loose_crop' / '1.png').unlink()
+  with pytest.raises(FileNotFoundError, match='1.png .line 2 of the landmarks file'):
+    ijb.aligned([1])
+
+
 def test_template_descriptors_match_unbatched_aggregation():
   features = np.asarray(random_sets(b=1, t=20))[0]
   members = [np.arange(0, 3), np.arange(3, 12), np.arange(12, 13), np.arange(13, 20)]

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fvjax import align, imageio
 from fvjax.eval import verification
 from fvjax.models import coreset
 
@@ -98,6 +99,41 @@ def read_ijb(meta_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, T
     raise ValueError(f'{pairs_file} names templates absent from {faces_file}: {unknown[:10].tolist()}')
   protocol = TemplateProtocol(members, np.searchsorted(ids, pair_ids), pairs[:, 2].astype(np.int64) == 1)
   return names, media_ids, protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class IJBFaces:
+  """The IJB loose crops and their 5 landmarks, in insightface's layout (`{ijb_dir}/loose_crop/NAME` and
+  `{ijb_dir}/meta/{name}_name_5pts_score.txt`, lines: NAME x1 y1 ... x5 y5 faceness). Row i is the face of row i
+  of `{name}_face_tid_mid.txt`, as insightface's evaluation reads them."""
+  crop_dir: Path
+  names: np.ndarray  # [N] file names
+  landmarks: np.ndarray  # float [N, 5, 2]: left eye, right eye, nose, left and right mouth corners
+  faceness: np.ndarray  # float [N]: the detector's score
+
+  @classmethod
+  def read(cls, ijb_dir: str | Path, name: str) -> 'IJBFaces':
+    ijb_dir = Path(ijb_dir)
+    path = ijb_dir / 'meta' / f'{name.lower()}_name_5pts_score.txt'
+    if not path.is_file():
+      raise FileNotFoundError(f'IJB landmarks {path} not found (expected the insightface IJB layout)')
+    rows = _read_columns(path, 12)
+    return cls(ijb_dir / 'loose_crop', rows[:, 0], rows[:, 1:11].astype(np.float64).reshape(-1, 5, 2),
+               rows[:, 11].astype(np.float64))
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def aligned(self, rows) -> np.ndarray:
+    """uint8 [len(rows), 112, 112, 3]: each loose crop aligned from its landmarks to the insightface template."""
+    faces = []
+    for i in rows:
+      path = self.crop_dir / self.names[i]
+      if not path.is_file():
+        raise FileNotFoundError(f'IJB image {path} (line {i + 1} of the landmarks file) not found')
+      faces.append(align.crop_from_landmarks(imageio.decode_image(path.read_bytes(), source=str(path)),
+                                             self.landmarks[i]))
+    return np.stack(faces)
 
 
 def _read_columns(path: Path, columns: int) -> np.ndarray:
