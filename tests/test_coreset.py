@@ -225,6 +225,37 @@ def test_ijb_loose_crops_are_aligned_from_their_meta_landmarks(tmp_path):
     ijb.aligned([1])
 
 
+def test_ijb_templates_evaluate_from_loose_crops_through_a_frozen_backbone(tmp_path, celeba_dir):
+  # Real faces in the IJB layout: 3 CelebA people x 2 images, each pasted into a larger loose crop at an offset,
+  # their landmarks the template moved by that offset; templates = one per image pair of a person.
+  from PIL import Image
+  from fvjax import align, backbones
+  from fvjax.train import coreset as coreset_training
+  (tmp_path / 'meta').mkdir()
+  (tmp_path / 'loose_crop').mkdir()
+  people = sorted(p for p in celeba_dir.iterdir() if p.is_dir())[:3]
+  landmarks, tid_mid = [], []
+  for t, person in enumerate(people):
+    for j, path in enumerate(sorted(person.iterdir())[:2]):
+      canvas = Image.new('RGB', (200, 180), (90, 90, 90))
+      canvas.paste(Image.open(path).convert('RGB'), (30 + 10 * j, 40))
+      name = f'{t}_{j}.jpg'
+      canvas.save(tmp_path / 'loose_crop' / name, quality=95)
+      points = align.INSIGHTFACE_TEMPLATE + [30 + 10 * j, 40]
+      landmarks.append(f'{name} ' + ' '.join(f'{v:.3f}' for v in points.ravel()) + ' 0.99')
+      tid_mid.append(f'{name} {t} {2 * t + j}')
+  (tmp_path / 'meta' / 'ijbc_name_5pts_score.txt').write_text('\n'.join(landmarks) + '\n')
+  (tmp_path / 'meta' / 'ijbc_face_tid_mid.txt').write_text('\n'.join(tid_mid) + '\n')
+  (tmp_path / 'meta' / 'ijbc_template_pair_label.txt').write_text('0 1 0\n0 2 0\n1 2 0\n' * 3 + '0 0 1\n1 1 1\n2 2 1\n')
+  report = coreset_training.evaluate_ijb(backbones.load('pretrained:dlib_resnet'), tmp_path, 'IJBC',
+                                         sets.pooling_baselines(), tar_method='insightface')
+  assert set(report) == {'mean_pooling', 'norm_weighted_pooling'}
+  assert report['mean_pooling']['pairs'] == 12 and report['mean_pooling']['auc'] == 1.0  # a strong backbone
+  (tmp_path / 'meta' / 'ijbc_face_tid_mid.txt').write_text('\n'.join(reversed(tid_mid)) + '\n')
+  with pytest.raises(ValueError, match='list different images'):
+    coreset_training.evaluate_ijb(backbones.load('pretrained:dlib_resnet'), tmp_path, 'IJBC', {}, 'insightface')
+
+
 def test_template_descriptors_match_unbatched_aggregation():
   features = np.asarray(random_sets(b=1, t=20))[0]
   members = [np.arange(0, 3), np.arange(3, 12), np.arange(12, 13), np.arange(13, 20)]

@@ -37,7 +37,7 @@ import numpy as np
 import optax
 
 from fvjax import backbones, checkpoint, data, models, parallel
-from fvjax.eval import sets
+from fvjax.eval import sets, verification
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
 from fvjax.train import enrolment
@@ -64,6 +64,8 @@ def default_config() -> ml_collections.ConfigDict:
   # TAR@FAR of the reported template pairs: 'conservative' (FAR <= target) or 'insightface' (the closest ROC point,
   # as insightface's IJB evaluation, to compare with published IJB-B/C tables); model selection stays conservative.
   c.tar_at_far_method = 'conservative'
+  # IJB-B/C 1:1 in insightface's layout (dir holds meta/ and loose_crop/), evaluated after training when dir is set.
+  c.ijb = ml_collections.ConfigDict({'dir': '', 'name': 'IJBC'})
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-4, 'weight_decay': 1e-3,
                                            'schedule': 'piecewise', 'milestones': (), 'decay_factor': 0.1,
                                            'warmup_steps': 0, 'grad_clip_norm': 1.0})
@@ -204,12 +206,30 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'sets': {name: sets.evaluate_templates(fn, plain, protocol, tar_method=config.tar_at_far_method)
                for name, fn in descriptor_fns.items()},
   }
+  if config.ijb.dir:
+    report['ijb'] = {config.ijb.name: evaluate_ijb(backbone, config.ijb.dir, config.ijb.name, descriptor_fns,
+                                                   config.tar_at_far_method)}
   if config.hyper_workdir:
     report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone, model.aggregator, params,
                                             faces, features, test_idx, config.enrolment.set_size,
                                             config.enrolment.seed)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
+
+
+def evaluate_ijb(backbone: backbones.FrozenBackbone, ijb_dir: str | Path, name: str, descriptor_fns: dict,
+                 tar_method: str, batch_size: int = 256) -> dict:
+  """{descriptor: report} on IJB's template pairs: each loose crop aligned from its landmarks (`sets.IJBFaces`),
+  embedded by the frozen backbone (raw features, no flip), then aggregated per template."""
+  faces = sets.IJBFaces.read(ijb_dir, name)
+  names, _, protocol = sets.read_ijb(Path(ijb_dir) / 'meta', name)
+  if names.tolist() != faces.names.tolist():
+    raise ValueError(f'{ijb_dir}: the landmarks file and {name.lower()}_face_tid_mid.txt list different images')
+  features = np.concatenate([
+      verification.embed_images(backbone.features_fn, faces.aligned(rows), flip=False, normalize_output=False)
+      for rows in chunked(np.arange(len(faces)), batch_size)])
+  return {key: sets.evaluate_templates(fn, features, protocol, tar_method=tar_method)
+          for key, fn in descriptor_fns.items()}
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
