@@ -109,10 +109,11 @@ def test_weight_decay_rules_follow_the_seesaw_reference_groups():
     np.testing.assert_allclose(update, -2.0 * expected[name], rtol=1e-6, err_msg=name)
 
 
-def test_adamw_without_rules_equals_optax_adamw():
+def test_adamw_with_rules_equals_optax_adamw():
   rng = np.random.default_rng(0)
   params = {'kernel': rng.normal(size=(3, 4)).astype(np.float32), 'bias': rng.normal(size=4).astype(np.float32)}
-  config = OptimizerConfig(name='adamw', learning_rate=0.1, weight_decay=0.3, schedule='constant')
+  config = OptimizerConfig(name='adamw', learning_rate=0.1, weight_decay=0.3, schedule='constant',
+                           weight_decay_rules=(('bias', 0.0), ('kernel', 0.3)))
   ours, theirs = make_optimizer(config, 10), optax.adamw(0.1, weight_decay=0.3, mask=lambda p: jax.tree.map(
       lambda x: x.ndim >= 2, p))
   state_ours, state_theirs = ours.init(params), theirs.init(params)

@@ -65,17 +65,15 @@ def decay_rates(params, config: OptimizerConfig):
   return jax.tree_util.tree_map_with_path(rate, params)
 
 
-def _weight_decay(config: OptimizerConfig) -> optax.GradientTransformation:
-  """Adds rate * param to each update, with each parameter's rate from `decay_rates`."""
-
-  def init(params):
-    return optax.EmptyState()
-
-  def update(updates, state, params):
-    rates = decay_rates(params, config)
-    return jax.tree.map(lambda u, p, r: u + r * p if r else u, updates, params, rates), state
-
-  return optax.GradientTransformation(init, update)
+def _weight_decays(config: OptimizerConfig) -> list[optax.GradientTransformation]:
+  """One masked `optax.add_decayed_weights` per decay rate (`decay_rates`): without rules, exactly the single
+  kernel-only transform of earlier fvjax versions, so their checkpoints' optimizer states still restore."""
+  if not config.weight_decay_rules:
+    return [optax.add_decayed_weights(config.weight_decay, mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))]
+  rates = sorted({config.weight_decay, *(float(rate) for _, rate in config.weight_decay_rules)} - {0.0})
+  return [optax.add_decayed_weights(rate, mask=lambda p, rate=rate: jax.tree.map(lambda r: r == rate,
+                                                                                 decay_rates(p, config)))
+          for rate in rates]
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
@@ -86,9 +84,11 @@ def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientT
   """
   schedule = learning_rate_schedule(config, total_steps)
   if config.name == 'sgd':
-    tx = optax.chain(_weight_decay(config), optax.sgd(schedule, momentum=config.momentum))
+    tx = optax.chain(*_weight_decays(config), optax.sgd(schedule, momentum=config.momentum))
+  elif config.name == 'adamw' and not config.weight_decay_rules:
+    tx = optax.adamw(schedule, weight_decay=config.weight_decay, mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
   elif config.name == 'adamw':
-    tx = optax.chain(optax.scale_by_adam(), _weight_decay(config), optax.scale_by_learning_rate(schedule))
+    tx = optax.chain(optax.scale_by_adam(), *_weight_decays(config), optax.scale_by_learning_rate(schedule))
   else:
     raise ValueError(f"unknown optimizer {config.name!r}; expected 'sgd' or 'adamw'")
   if config.grad_clip_norm:
