@@ -7,6 +7,12 @@ Hardware: the reference trained on GPUs with batch 256; here the global batch is
           (and host, with --distributed). Use --set dtype=bfloat16 on GPU/TPU.
 Expected (paper, 10-fold): seesaw_shuffle LFW 99.60-99.70, CFP-FP 92.03-92.90, AgeDB-30 96.30-96.85;
           dw_seesaw_v2 LFW 99.80, CFP-FP 97.24, AgeDB-30 97.55. Not run: needs MS1MV2, not included.
+Reference (cvtower/seesawfacenet_pytorch src/config.py, Learner.py, train.py), followed: ArcFace s=64 m=0.5; SGD
+          lr 0.1, momentum 0.9, /10 at epochs 8, 12, 14 of 16; weight decay by group (BatchNorm 0, the embedding
+          Linear and the ArcFace kernel 4e-4, every other parameter 4e-5); horizontal flip only; batch 256.
+Differences: the batch is config.py's 256 (train.py's command-line default is 196); the global batch is split
+          over devices and hosts (BatchNorm statistics are global, as one device's); validation during training
+          uses 10 folds (the reference's `evaluate` uses 5).
 """
 
 import os
