@@ -14,39 +14,17 @@ gallery size above which the embedding path is faster (crossover).
 """
 
 import argparse
-import resource
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import matmul_macs_per_s, peak_memory_mb, timed
 from fvjax import pretrained
 from fvjax.eval import personalized
 from fvjax.models import count_madds_of, verifier
 
 TOP_K = 5
-
-
-def timed(fn, *args):
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  return time.perf_counter() - start, out
-
-
-def peak_memory_mb() -> float:
-  stats = jax.devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    return stats['peak_bytes_in_use'] / 2**20
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def matmul_macs_per_s(n: int = 2048, repeats: int = 5) -> float:
-  """Multiply-adds per second of an n x n x n float32 matmul on the default device."""
-  a = jnp.ones((n, n), jnp.float32)
-  square = jax.jit(lambda a: a @ a)
-  square(a).block_until_ready()
-  return n**3 * repeats / sum(timed(square, a)[0] for _ in range(repeats))
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -12,29 +12,15 @@ process's max RSS on CPU, the device's peak bytes in use on an accelerator.
 """
 
 import argparse
-import resource
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from common import peak_memory_mb, timed
 from fvjax import models
 from fvjax.eval import personalized
 from fvjax.models import verifier
-
-
-def timed(fn, *args):
-  start = time.perf_counter()
-  out = jax.block_until_ready(fn(*args))
-  return time.perf_counter() - start, out
-
-
-def peak_memory_mb() -> float:
-  stats = jax.devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    return stats['peak_bytes_in_use'] / 2**20
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
