@@ -12,6 +12,8 @@ Expected: the paper's IJB-B / IJB-C TAR@FAR=1e-4 with an AdaFace IR-101 backbone
           backbone and evaluated template to template, TAR@FAR read as insightface's IJB evaluation
           ($FVJAX_DATA_DIR/IJB_release/IJBC: meta/ and loose_crop/), beside the identity-template protocol on
           held-out WebFace identities. Not run: needs WebFace4M and IJB-C, not included.
+Differences: the frozen backbone is a seesaw_shuffle trained here on the same WebFace subset (the paper freezes
+          AdaFace's IR-101, not shipped); the steps per reference epoch are the assumption above.
 """
 
 import os
