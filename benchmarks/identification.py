@@ -8,7 +8,7 @@ For each gallery size U (synthetic thetas; speed does not depend on their values
   embedding: the pretrained dlib_resnet embeds the P probes (measured on 64 of them), then P x U cosines
              against the enrolled embeddings and the top 5.
 Where the verifier pass would exceed --max-seconds, it is timed on fewer probes and projected to P
-(marked '*'). Printed beside each: achieved multiply-adds per second against a large float32 matmul measured in
+(marked '*'); the compile of each tile shape is excluded. Printed beside each: achieved multiply-adds per second against a large float32 matmul measured in
 the same run, peak memory (max RSS on CPU, device peak on an accelerator), bytes stored per user, and the
 gallery size above which the embedding path is faster (crossover).
 """
@@ -60,19 +60,18 @@ def main():
         f'{madds / 1e6:.2f}M MAdds per probe; dlib_resnet {1 / embed_per_probe:.1f} probes/s')
   print(f"{'users':>8}{'probes':>8}{'verifier s':>12}{'probes/s':>10}{'GMAC/s':>8}{'of peak':>9}"
         f"{'embedding s':>13}{'probes/s':>10}{'verif/embed':>13}{'peak MB':>9}")
-  first = None
+  warm = lambda: personalized.score_matrix(thetas[:200], probes[:50], spec, budget)
+  warm()
+  pairs_per_s = 200 * 50 / timed(warm)[0]  # a first estimate, to size each measurement
   for users in sizes:
     gallery = thetas[:users]
     thresholds = rng.normal(size=users).astype(np.float32)
-    tile = personalized.tile_shape(users, args.probes, spec, budget, jax.device_count())
-    personalized.score_matrix(gallery[:tile[0]], probes[:tile[1]], spec, budget)  # compile the tile shape
-    if first is None:  # seconds per pair, from one tile
-      first = timed(lambda: personalized.score_matrix(gallery[:tile[0]], probes[:tile[1]], spec, budget))[0] / (
-          tile[0] * tile[1])
-    measured = int(min(args.probes, max(tile[1], args.max_seconds / (first * users))))
-    measured = max(tile[1], measured // tile[1] * tile[1]) if measured < args.probes else args.probes
+    measured = int(np.clip(args.max_seconds / 2 * pairs_per_s / users, 1, args.probes))
+    tile = personalized.tile_shape(users, measured, spec, budget, jax.device_count())
+    personalized.score_matrix(gallery[:tile[0]], probes[:measured], spec, budget)  # compiles this tile shape
     seconds, logits = timed(lambda: personalized.score_matrix(gallery, probes[:measured], spec, budget))
     seconds_top, _ = timed(lambda: top_k((logits - thresholds[:, None]).T, TOP_K))
+    pairs_per_s = users * measured / seconds
     seconds = (seconds + seconds_top) * args.probes / measured
     mark = '*' if measured < args.probes else ' '
 
@@ -86,7 +85,7 @@ def main():
     print(f'{users:>8,}{args.probes:>8}{seconds:>11.1f}{mark}{args.probes / seconds:>10.1f}{achieved / 1e9:>8.1f}'
           f'{achieved / peak:>9.0%}{seconds_cos:>13.2f}{args.probes / seconds_cos:>10.1f}'
           f'{seconds / seconds_cos:>13.1f}{peak_memory_mb():>9.0f}')
-  crossover = embed_per_probe / first
+  crossover = embed_per_probe * pairs_per_s
   print(f'* timed on fewer probes and projected to {args.probes}. Stored per user: verifier theta '
         f'{4 * spec.num_params:,} B (float32) vs embedding {4 * model.embedding_size:,} B. Crossover: the embedding '
         f'path (backbone on each probe, then cosines) is faster above {crossover:,.0f} users per probe.')
