@@ -260,6 +260,10 @@ def test_pack_round_trips_a_folder_resumably_and_names_what_it_skips(tmp_path):
   assert pack.pack(root, tmp_path / 'resumed.rec', progress=False, checkpoint_every=2, stop_after=3).identities == 0
   assert not (tmp_path / 'resumed.rec').exists()  # an interrupted pack leaves no file that looks finished
   pack.pack(root, tmp_path / 'resumed.rec', progress=False, checkpoint_every=2, stop_after=2)
+  (root / 'cat' / 'new.jpg').write_bytes(jpeg_bytes(70))  # the folder changed under an unfinished pack
+  with pytest.raises(ValueError, match='different file list'):
+    pack.pack(root, tmp_path / 'resumed.rec', progress=False)
+  (root / 'cat' / 'new.jpg').unlink()
   resumed = pack.pack(root, tmp_path / 'resumed.rec', progress=False, checkpoint_every=2)
   assert resumed == whole
   for suffix in ('.rec', '.idx'):
