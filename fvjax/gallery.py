@@ -56,7 +56,10 @@ class Gallery:
       raise GalleryError(f'gallery {self.path} is a file; a gallery is a directory of {SUFFIX} user files')
 
   def files(self) -> list[Path]:
-    return sorted(self.path.glob(f'*{SUFFIX}')) if self.path.is_dir() else []
+    """The user files; `add`'s temporary files (hidden, '.adding-*') are not users yet."""
+    if not self.path.is_dir():
+      return []
+    return sorted(p for p in self.path.glob(f'*{SUFFIX}') if not p.name.startswith('.'))
 
   def add(self, user: userfile.User, replace: bool = False) -> Path:
     """Stores `user`; a name already in the gallery is an error unless `replace`."""
@@ -98,7 +101,8 @@ class Gallery:
                          'out):\n  ' + '\n  '.join(problems))
     specs = {edge.VerifierSpec.from_dict(u.spec) for u in users}
     if len(specs) > 1:
-      raise GalleryError(f'gallery {self.path} mixes {len(specs)} verifier architectures; one gallery, one hypernetwork')
+      raise GalleryError(f'gallery {self.path} mixes {len(specs)} verifier architectures; one gallery takes the '
+                         'users of one hypernetwork')
     return users, problems
 
   def identify(self, faces: np.ndarray, top_k: int = 5, skip_bad: bool = False,
