@@ -134,11 +134,17 @@ def _run_verify(args, command: str) -> int:
   return 0 if run_verify(args.user, args.images, args.threshold, args.align) else 1
 
 
+def _read_faces(args) -> tuple[list[Path], np.ndarray]:
+  """(paths, aligned uint8 faces [n, 112, 112, 3]) of the `images` argument, read with `--align`."""
+  paths = _image_paths(args.images)
+  faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3), np.uint8)
+  return paths, faces
+
+
 def _enrol_from_args(args, name: str) -> userfile.User:
   """The user that `fvjax enroll` / `fvjax gallery add` arguments describe (see `_add_enrolment_arguments`)."""
   from fvjax import enroll
-  paths = _image_paths(args.images)
-  faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3))
+  paths, faces = _read_faces(args)
   return enroll.from_images(args.hyper, faces, [p.name for p in paths], name, args.aggregate, args.coreset, args.far)
 
 
@@ -170,8 +176,7 @@ def _run_gallery(args, command: str) -> int:
     print(f'{len(users)} user(s) in {args.gallery}')
     return 1 if problems else 0
   else:
-    paths = _image_paths(args.images)
-    faces = np.stack([align.read_face(p, args.align) for p in paths])
+    paths, faces = _read_faces(args)
     matches, problems = people.identify(faces, args.top_k, args.skip_bad)
     for problem in problems:
       print(f'skipped: {problem}')

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import backbones, calibration, imageio, userfile
+from fvjax import backbones, calibration, userfile
 from fvjax.eval import personalized, verification
 from fvjax.models.hypernet import enrolment_embedding
 from fvjax.train import coreset, hyper
@@ -42,16 +42,9 @@ def from_images(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str]
     features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
     enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
   theta = np.asarray(generator.apply({'params': params}, enrolment[None])[0])
-  calibrated = calibrate(theta, generator.spec, calibration.CalibrationSet.load(hyper_workdir), far)
+  calibration_set = calibration.CalibrationSet.load(hyper_workdir)
+  calibrated = personalized.calibrate(theta[None], calibration_set, far, generator.spec)[0] if calibration_set else None
   return userfile.User(theta=theta, spec=generator.spec.to_dict(), name=name, sources=tuple(sources),
                        threshold=calibrated.threshold if calibrated else 0.0,
                        calibration=dataclasses.asdict(calibrated) if calibrated else None)
 
-
-def calibrate(theta: np.ndarray, spec, calibration_set: calibration.CalibrationSet | None,
-              far: float) -> calibration.Calibration | None:
-  """The threshold of one user's verifier theta [D] at `far`, from its logits on the calibration faces."""
-  if calibration_set is None:
-    return None
-  impostor_logits = personalized.score_matrix(theta[None], imageio.normalize(calibration_set.inputs), spec)
-  return calibration.per_user(impostor_logits, far, calibration_set.identities)[0]

@@ -12,7 +12,7 @@ import math
 import jax
 import numpy as np
 
-from fvjax import parallel
+from fvjax import calibration, imageio, parallel
 from fvjax.models import verifier
 
 
@@ -84,6 +84,13 @@ def _tile_fn(spec, mesh, users_per_step):
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   return jax.jit(lambda thetas, x: verifier.apply_many(thetas, x, spec, users_per_step), in_shardings=(split, rep),
                  out_shardings=rep)
+
+
+def calibrate(thetas: np.ndarray, calibration_set: calibration.CalibrationSet, far: float,
+              spec: verifier.VerifierSpec = verifier.VerifierSpec()) -> list[calibration.Calibration]:
+  """Each user's threshold at `far` (thetas [U, D]), from their verifiers' logits on the calibration faces."""
+  impostor_logits = score_matrix(thetas, imageio.normalize(calibration_set.inputs), spec)
+  return calibration.per_user(impostor_logits, far, calibration_set.identities)
 
 
 def _pad_to(x: np.ndarray, n: int) -> np.ndarray:

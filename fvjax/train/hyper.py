@@ -53,7 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
   # enrolment's threshold (`fvjax.calibration`). At most calibration_images of them are kept.
   c.calibration_fraction = 0.1
   c.calibration_images = 1000
-  c.calibration_far = 1e-3  # the operating point of the run's identification report (`fvjax enroll --far` sets a user's)
+  c.calibration_far = 1e-3  # the run's identification report's operating point (`fvjax enroll --far`: a user's)
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
   c.hidden = 256
   c.users_per_batch = 16
@@ -230,11 +230,11 @@ def evaluate_identification(generate, features, faces: data.FaceDataset, test_id
              'embedding_cosine': features_lib.embeddings(features, probes) @ enrol_embeddings.T}
   result = {}
   if calibration_set is not None:
-    impostors = {'verifier': personalized.score_matrix(thetas, imageio.normalize(calibration_set.inputs), spec),
-                 'embedding_cosine': enrol_embeddings @ calibration_set.embeddings.T}  # [G, N] each
-    thresholds = {name: np.array([c.threshold for c in calibration.per_user(scores, config.calibration_far,
-                                                                             calibration_set.identities)])
-                  for name, scores in impostors.items()}
+    far, people = config.calibration_far, calibration_set.identities
+    calibrated = {'verifier': personalized.calibrate(thetas, calibration_set, far, spec),
+                  'embedding_cosine': calibration.per_user(enrol_embeddings @ calibration_set.embeddings.T, far,
+                                                           people)}
+    thresholds = {name: np.array([c.threshold for c in users]) for name, users in calibrated.items()}
     for name in list(methods):
       methods[f'{name}_calibrated'] = methods[name] - thresholds[name][None, :]
     result['operating_point'] = {
