@@ -1,3 +1,4 @@
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -77,9 +78,9 @@ class _TinyNet(layers.nn.Module):
     return layers.nn.Dense(5, use_bias=False)(x.reshape(x.shape[0], -1))
 
 
-@pytest.mark.parametrize('stride,pad,k', [(1, 1, 3), (2, 1, 3), (1, 0, 7)])
-def test_depthwise_shift_equals_grouped_conv(stride, pad, k):
-  x = jax.random.normal(jax.random.key(0), (2, 14, 14, 6))
+@pytest.mark.parametrize('stride,pad,k,size', [(1, 1, 3, 14), (2, 1, 3, 14), (2, 1, 3, 13), (1, 0, 7, 7), (3, 2, 5, 10)])
+def test_depthwise_shift_equals_grouped_conv(stride, pad, k, size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 6))
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 6))
   conv = layers.DepthwiseConv(k, stride, pad, impl='conv')
   shift = layers.DepthwiseConv(k, stride, pad, impl='shift')
@@ -88,6 +89,27 @@ def test_depthwise_shift_equals_grouped_conv(stride, pad, k):
   g_conv = jax.grad(lambda p: jnp.sum(conv.apply(p, x) ** 2))(params)
   g_shift = jax.grad(lambda p: jnp.sum(shift.apply(p, x) ** 2))(params)
   np.testing.assert_allclose(g_shift['params']['kernel'], g_conv['params']['kernel'], atol=1e-3, rtol=1e-4)
+  gx_conv = jax.grad(lambda x: jnp.sum(conv.apply(params, x) ** 2))(x)  # the custom VJP's input gradient
+  gx_shift = jax.grad(lambda x: jnp.sum(shift.apply(params, x) ** 2))(x)
+  np.testing.assert_allclose(gx_shift, gx_conv, atol=1e-3, rtol=1e-4)
+
+
+def test_batch_norm_matches_flax_in_value_gradient_and_statistics():
+  x = jax.random.normal(jax.random.key(0), (4, 5, 5, 6)) * 3 + 1
+  weights = jax.random.normal(jax.random.key(1), x.shape)
+  flax_bn = layers.nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+  variables = flax_bn.init(jax.random.key(2), x)
+  variables = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(3), a.shape), variables)
+
+  def loss(apply, x, params):
+    y, stats = apply({'params': params, 'batch_stats': variables['batch_stats']}, x)
+    return jnp.sum(jnp.sin(y) * weights), stats
+
+  ours = lambda v, x: layers.BatchNorm().apply(v, x, True, mutable=['batch_stats'])
+  theirs = lambda v, x: flax_bn.apply(v, x, mutable=['batch_stats'])
+  grad = lambda apply: jax.value_and_grad(functools.partial(loss, apply), argnums=(0, 1), has_aux=True)(
+      x, variables['params'])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), grad(ours), grad(theirs))
 
 
 def test_channel_shuffle_hand_case():

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fvjax.models.layers import BN_EPSILON, BN_MOMENTUM, ConvBN, SqueezeExcite, channel_shuffle, max_pool_2x2
+from fvjax.models.layers import BatchNorm, ConvBN, SqueezeExcite, channel_shuffle, max_pool_2x2
 
 INPUT_SHAPE = (112, 112, 3)
 
@@ -170,8 +170,7 @@ class FaceNet(nn.Module):
                depthwise_impl=dw, name='gdc')(x, train)
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(self.embedding_size, use_bias=False, dtype=dtype, name='embedding')(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-                     name='embedding_bn')(x)
+    x = BatchNorm(dtype=dtype, name='embedding_bn')(x, train)
     chex.assert_shape(x, (images.shape[0], self.embedding_size))
     return x.astype(jnp.float32)
 
