@@ -54,14 +54,18 @@ def activation_layer(name: str) -> Callable[[jax.Array], jax.Array]:
   return PReLU() if name == 'prelu' else ACTIVATIONS[name]
 
 
+def _tap_window(xp: jax.Array, i: int, j: int, stride: int, out_h: int, out_w: int) -> jax.Array:
+  """xp[:, i + stride*y, j + stride*x, :] for y < out_h, x < out_w: the inputs that tap (i, j) reads."""
+  return xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride, :]
+
+
 def _shifted_sum(xp: jax.Array, kernel: jax.Array, stride: int, out_h: int, out_w: int) -> jax.Array:
-  """sum over taps (i, j) of xp[:, i + stride*y, j + stride*x, :] * kernel[i, j, 0]: [B, out_h, out_w, C]."""
+  """sum over taps (i, j) of the tap's window of xp times kernel[i, j, 0]: [B, out_h, out_w, C]."""
   k = kernel.shape[0]
   out = jnp.zeros((xp.shape[0], out_h, out_w, xp.shape[3]), xp.dtype)
   for i in range(k):
     for j in range(k):
-      window = xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride, :]
-      out = out + window * kernel[i, j, 0].astype(xp.dtype)
+      out = out + _tap_window(xp, i, j, stride, out_h, out_w) * kernel[i, j, 0].astype(xp.dtype)
   return out
 
 
@@ -109,8 +113,8 @@ def _depthwise_backward(stride, pad, residuals, g):
   dx = _shifted_sum(gp, kernel[::-1, ::-1], 1, height, width)
   # Kernel gradient: tap (i, j) is the sum over batch and positions of its input window times g.
   xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  taps = [[jnp.sum(xp[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride, :] * g,
-                   axis=(0, 1, 2)) for j in range(k)] for i in range(k)]
+  taps = [[jnp.sum(_tap_window(xp, i, j, stride, out_h, out_w) * g, axis=(0, 1, 2)) for j in range(k)]
+          for i in range(k)]
   dkernel = jnp.stack([jnp.stack(row) for row in taps])[:, :, None, :]
   return dx, dkernel.astype(kernel.dtype)
 
