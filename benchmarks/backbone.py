@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from common import use_fvjax_process_settings
 from fvjax import models
 
 
@@ -54,12 +55,13 @@ def main():
   parser.add_argument('--iters', type=int, default=3)
   parser.add_argument('--backbones', default=','.join(models.BACKBONES))
   args = parser.parse_args()
+  settings = use_fvjax_process_settings()
   names = args.backbones.split(',')
   if 'mobilefacenet' not in names:
     names.append('mobilefacenet')  # the baseline of the ratios
   rows = [measure(n, args.batch, args.iters) for n in names]
   base = next(r for r in rows if r['name'] == 'mobilefacenet')
-  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), batch {args.batch}')
+  print(f'device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()}), {settings}, batch {args.batch}')
   print(f"{'backbone':<16}{'params':>11}{'MAdds':>9}{'fwd img/s':>11}{'vs MFN':>8}{'train img/s':>13}{'vs MFN':>8}")
   for r in rows:
     print(f"{r['name']:<16}{r['params']:>11,}{r['madds'] / 1e6:>8.0f}M{r['forward']:>11.1f}"

@@ -1,11 +1,21 @@
 """Helpers shared by the benchmark scripts (run them as `python benchmarks/NAME.py`, which puts this folder on the
 import path)."""
 
+import os
 import resource
 import time
 
 import jax
 import jax.numpy as jnp
+
+from fvjax import runtime
+
+
+def use_fvjax_process_settings() -> str:
+  """Restarts the process as the `fvjax` command does (glibc huge pages where they help) and names the setting."""
+  runtime.use_huge_pages()
+  on = runtime.HUGE_PAGES_TUNABLE in os.environ.get('GLIBC_TUNABLES', '').split(':')
+  return f"malloc huge pages {'on' if on else 'off'}"
 
 
 def timed(fn, *args):

@@ -3,7 +3,8 @@
 Run: pip install -e '.[bench]' && python benchmarks/vs_reference.py --reference DIR
   DIR: a checkout of cvtower/seesawfacenet_pytorch (the reference stays outside this project).
 
-For each backbone it times, in alternating rounds so that both frameworks see the same machine state:
+For each backbone it times, in alternating rounds so that both frameworks see the same machine state (each round
+starts with one untimed step: a step straight after the other framework's runs up to 2x slower):
   forward    inference (eval-mode BatchNorm), batch of 112x112x3 float32 images;
   train      one training step as each codebase trains: forward, ArcFace head (s=64, m=0.5) over `--classes`
              identities, softmax cross-entropy, backward, SGD (momentum 0.9, weight decay 5e-4) update.
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import jax
 
-from common import matmul_macs_per_s
+from common import matmul_macs_per_s, use_fvjax_process_settings
 from fvjax import models, parallel
 from fvjax.models.heads import MarginHead
 from fvjax.train import loop, recognition
@@ -139,11 +140,10 @@ def compare(torch, src: Path, name: str, args) -> dict:
   row = {'name': name, 'params': ours.params, 'madds': ours.madds}
   for kind in ('forward', 'train_step'):
     fns = {'fvjax': getattr(ours, kind), 'reference': getattr(ref, kind)}
-    for fn in fns.values():
-      fn()  # compile / warm up
     rates = {who: [] for who in fns}
     for _ in range(args.rounds):
       for who, fn in fns.items():
+        fn()  # untimed: compiles, and lets each framework refill the caches and memory the other one just used
         rates[who].append(images_per_second(fn, args.batch, args.iters))
     for who in fns:
       row[kind, who] = statistics.median(rates[who])
@@ -152,12 +152,13 @@ def compare(torch, src: Path, name: str, args) -> dict:
 
 def main():
   args = parse_args()
+  settings = use_fvjax_process_settings()
   torch = import_torch(args.threads)
   src = args.reference / 'src'
   peak = matmul_macs_per_s()
   rows = [compare(torch, src, name, args) for name in args.backbones.split(',')]
   print(f'{jax.devices()[0].device_kind} ({jax.default_backend()}), {args.threads} threads; jax {jax.__version__}, '
-        f'torch {torch.__version__}; batch {args.batch}, {args.classes} classes, median of {args.rounds} rounds')
+        f'torch {torch.__version__}; {settings}; batch {args.batch}, {args.classes} classes, median of {args.rounds} rounds')
   print(f'float32 matmul: {peak / 1e9:.1f} GMAC/s')
   header = (f"{'backbone':<15}{'MAdds':>7}  {'forward img/s':>22}{'ratio':>7}  {'train step img/s':>22}{'ratio':>7}"
             f"  {'GMAC/s fwd/train (% matmul)':>29}")

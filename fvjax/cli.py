@@ -10,7 +10,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fvjax import align, edge, userfile
+from fvjax import align, edge, runtime, userfile
 
 ASSETS = Path(__file__).parent / 'assets'
 DEMO_DATA = ASSETS / 'att_faces'
@@ -355,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-  """The `fvjax` console script: `main`'s status becomes the process's exit status."""
+  """The `fvjax` console script: `main`'s status becomes the process's exit status. It first restarts itself
+  with glibc's huge-page tunable where that speeds up XLA:CPU (`fvjax.runtime`; FVJAX_NO_HUGE_PAGES=1 opts out)."""
+  runtime.use_huge_pages()
   sys.exit(main())
 
 

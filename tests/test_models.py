@@ -78,9 +78,11 @@ class _TinyNet(layers.nn.Module):
     return layers.nn.Dense(5, use_bias=False)(x.reshape(x.shape[0], -1))
 
 
-@pytest.mark.parametrize('stride,pad,k,size', [(1, 1, 3, 14), (2, 1, 3, 14), (2, 1, 3, 13), (1, 0, 7, 7), (3, 2, 5, 10)])
-def test_depthwise_shift_equals_grouped_conv(stride, pad, k, size):
-  x = jax.random.normal(jax.random.key(0), (2, size, size, 6))
+# Batches of 2, 4, 3 and 5: the kernel gradient loops over pairs of images, or single ones when the batch is odd.
+@pytest.mark.parametrize('stride,pad,k,size,batch', [(1, 1, 3, 14, 2), (2, 1, 3, 14, 4), (2, 1, 3, 13, 3),
+                                                      (1, 0, 7, 7, 5), (3, 2, 5, 10, 2)])
+def test_depthwise_shift_equals_grouped_conv(stride, pad, k, size, batch):
+  x = jax.random.normal(jax.random.key(0), (batch, size, size, 6))
   kernel = jax.random.normal(jax.random.key(1), (k, k, 1, 6))
   conv = layers.DepthwiseConv(k, stride, pad, impl='conv')
   shift = layers.DepthwiseConv(k, stride, pad, impl='shift')

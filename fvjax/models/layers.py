@@ -7,6 +7,7 @@ explicit and symmetric (PyTorch style), never XLA's asymmetric 'SAME'.
 """
 
 import functools
+import math
 from typing import Callable
 
 import flax.linen as nn
@@ -111,12 +112,35 @@ def _depthwise_backward(stride, pad, residuals, g):
   gp = jax.lax.pad(g, jnp.zeros((), g.dtype),
                    ((0, 0, 0), (low, high_h, stride - 1), (low, high_w, stride - 1), (0, 0, 0)))
   dx = _shifted_sum(gp, kernel[::-1, ::-1], 1, height, width)
-  # Kernel gradient: tap (i, j) is the sum over batch and positions of its input window times g.
-  xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  taps = [[jnp.sum(_tap_window(xp, i, j, stride, out_h, out_w) * g, axis=(0, 1, 2)) for j in range(k)]
-          for i in range(k)]
-  dkernel = jnp.stack([jnp.stack(row) for row in taps])[:, :, None, :]
-  return dx, dkernel.astype(kernel.dtype)
+  return dx, _depthwise_kernel_gradient(x, g, k, stride, pad).astype(kernel.dtype)
+
+
+# Images per pass of the kernel gradient's loop: measured on XLA:CPU at the seesaw/MobileFaceNet shapes (batch
+# 64), 2 images per pass was fastest, 1.5-2.5x faster than one reduction over the whole batch per tap.
+_KERNEL_GRADIENT_IMAGES = 2
+
+
+def _depthwise_kernel_gradient(x: jax.Array, g: jax.Array, k: int, stride: int, pad: int) -> jax.Array:
+  """dkernel [k, k, 1, C]: tap (i, j) is the sum over images and positions of its input window times g.
+
+  x [B, H, W, C], g [B, H', W', C]. A loop over a few images at a time keeps each pass's windows in cache:
+  XLA:CPU's reductions cannot fuse the window slices, so one reduction over the whole batch per tap writes every
+  window to memory and reads it back, k*k times the input's size in memory traffic.
+  """
+  images = math.gcd(x.shape[0], _KERNEL_GRADIENT_IMAGES)
+  xs = x.reshape(-1, images, *x.shape[1:])
+  gs = g.reshape(-1, images, *g.shape[1:])
+  out_h, out_w = g.shape[1:3]
+
+  def add_chunk(n, dkernel):
+    xp = jnp.pad(xs[n], ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    taps = jnp.stack([jnp.sum(_tap_window(xp, i, j, stride, out_h, out_w) * gs[n], axis=(0, 1, 2))
+                      for i in range(k) for j in range(k)])
+    return dkernel + taps.astype(dkernel.dtype)
+
+  accumulator = jnp.zeros((k * k, x.shape[-1]), jnp.promote_types(x.dtype, jnp.float32))
+  dkernel = jax.lax.fori_loop(0, xs.shape[0], add_chunk, accumulator)
+  return dkernel.reshape(k, k, 1, x.shape[-1])
 
 
 depthwise_conv_shifted.defvjp(_depthwise_forward, _depthwise_backward)
