@@ -99,8 +99,8 @@ def _depthwise_forward(x, kernel, stride, pad):
 
 
 def _depthwise_backward(stride, pad, residuals, g):
-  # The barrier keeps XLA from sharing the kernel gradient's input windows with the forward's (common
-  # subexpressions), which would write every window to memory instead of fusing each sum into one loop.
+  # The barrier keeps XLA from sharing the backward's windows of x with the forward's (common subexpressions),
+  # which would write every window to memory instead of reading each one where it is used.
   x, kernel = jax.lax.optimization_barrier(residuals)
   k, (_, height, width, _) = kernel.shape[0], x.shape
   out_h, out_w = g.shape[1:3]
