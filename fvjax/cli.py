@@ -24,16 +24,30 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ml_collec
   spec = importlib.util.spec_from_file_location(f'fvjax_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  parsed = {}
   for item in overrides:
     key, sep, value = item.partition('=')
     if not sep:
       raise ValueError(f'override {item!r} is not of the form key=value')
     try:
-      value = ast.literal_eval(value)
+      parsed[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-      pass  # a bare string
-    config.update_from_flattened_dict({key: value})
+      parsed[key] = value  # a bare string
+  return apply_overrides(module.get_config(), parsed)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """`config` with {'key.sub': value} overrides applied in place; a key the config lacks (a misspelling that would
+  otherwise be ignored silently) raises KeyError naming it and the fields that exist there."""
+  for key in overrides:
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      fields = ', '.join(sorted(node)) if isinstance(node, ml_collections.ConfigDict) else 'none'
+      raise KeyError(f'the config has no field {key!r} (fields there: {fields})')
+  config.update_from_flattened_dict(overrides)
   return config
 
 

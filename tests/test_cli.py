@@ -1,3 +1,4 @@
+import importlib.util
 import json
 from pathlib import Path
 
@@ -15,6 +16,21 @@ def test_load_config_with_overrides(tmp_path):
   assert cfg.optimizer.milestones == tuple(e * (5_822_653 // 256) for e in (8, 12, 14))
   with pytest.raises(FileNotFoundError):
     cli.load_config(tmp_path / 'nope.py')
+  for misspelt, named in (('optimizer.learning_rte=0.1', 'learning_rate'), ('total_step=5', 'total_steps'),
+                          ('margin.kind.sub=1', 'none')):
+    with pytest.raises(KeyError, match=named):
+      cli.load_config('experiments/seesaw_ms1mv2.py', [misspelt])
+
+
+def test_ablation_variants_change_existing_fields():
+  ablation = cli.load_config('experiments/hyper_ablation_celeba_pretrained_cpu.py')
+  spec = importlib.util.spec_from_file_location('ablation', 'experiments/hyper_ablation_celeba_pretrained_cpu.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  for name, overrides in module.VARIANTS:
+    config = module.variant_config(ablation, overrides)  # raises on a field the config lacks
+    assert config.to_dict() != ablation.to_dict() or name == 'baseline'
+  assert ablation.total_steps == module.STEPS and ablation.kcs_start == ablation.norm_penalty_start == module.STEPS // 2
 
 
 @pytest.mark.slow

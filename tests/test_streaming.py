@@ -68,7 +68,7 @@ def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
   features, faces = features_of(backbone_run)
   config = ml_collections.ConfigDict({'users_per_batch': 4, 'positives_per_user': 2, 'seed': 3, 'kcs_start': 2,
                                       'norm_penalty': 0.5, 'norm_penalty_start': 1, 'total_steps': 4,
-                                      'decode_threads': 2})
+                                      'decode_threads': 2, 'probe_augment': {'flip': 0.0, 'crop_padding': 0}})
   identities = np.unique(faces.labels)
   cluster_of = np.arange(len(identities)) % 2
   spec = verifier.VerifierSpec()
@@ -90,6 +90,14 @@ def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
   np.testing.assert_array_equal([b['norm_weight'][0] for b in single], [0.0, 0.5, 0.5, 0.5])
   probes = single[0]['probes']
   assert probes.shape == (8, 64, 64, 3) and -1 <= probes.min() and probes.max() <= 1
+  # Probe augmentation draws after the users and images: flip=1 gives the same probes, mirrored (resizing to f's
+  # input commutes with a horizontal flip); the enrolment embeddings stay the clean images'.
+  mirrored = ml_collections.ConfigDict({**config.to_dict(), 'probe_augment': {'flip': 1.0, 'crop_padding': 0}})
+  flipped = list(hyper.make_batches(features, faces, np.arange(len(faces)), faces.labels, mirrored, cluster_of,
+                                    identities, spec)(0))
+  for plain, mirror in zip(single, flipped):
+    np.testing.assert_allclose(mirror['probes'], plain['probes'][:, :, ::-1], atol=1e-6)
+    np.testing.assert_array_equal(mirror['enrol'], plain['enrol'])
   # Each enrolment embedding is one image's: its identity gives the user's K-means cluster. From kcs_start on,
   # a batch's users are distinct identities of one cluster.
   every_embedding = features_lib.embeddings(features, np.arange(len(faces)))

@@ -70,7 +70,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
                                            'schedule': 'cosine', 'warmup_steps': 20})
   c.update(LoopConfig(total_steps=2000, keep_checkpoints=2, log_every=20).as_fields())
+  # Augmentation of the probe images f is trained on (`fvjax.data.AugmentConfig`: flip, reflect-pad crop); enrolment
+  # embeddings are the cached clean ones.
+  c.probe_augment = ml_collections.ConfigDict({'flip': 0.0, 'crop_padding': 0})
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
+  c.identification = True  # also the 1:N identification report on the held-out identities
   c.eval_bins = ()  # insightface .bin verification sets for the pair protocol
   c.decode_threads = 4  # host threads decoding each batch's probe images
   return c
@@ -106,6 +110,7 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   """
   u, m = config.users_per_batch, config.positives_per_user
   mine = parallel.host_block(u, 'users_per_batch', hosts, host)
+  augmentation = data.AugmentConfig(**config.probe_augment)
   order = np.argsort(image_labels, kind='stable')
   ids, starts = np.unique(image_labels[order], return_index=True)
   by_id = dict(zip(ids, np.split(image_indices[order], starts[1:])))
@@ -118,7 +123,8 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
       users = rng.choice(identities, u, replace=False)
     picks = np.stack([rng.choice(by_id[i], m + 1, replace=False) for i in users])[mine]  # [U/hosts, 1 + m]
     probes = picks[:, 1:].ravel()
-    images = np.stack([imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}') for i in probes])
+    images = np.stack([data.augment(imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}'), rng,
+                                    augmentation) for i in probes])
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     return {
         'enrol': features_lib.embeddings(features, picks[:, 0]),
@@ -206,8 +212,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
     report['verification']['held_out_identities'] = evaluate_pairs(
         generate, features_lib.embeddings(features, rows), inputs, issame, spec)
-    report['identification'] = evaluate_identification(generate, features, faces, test_idx, spec,
-                                                       calibration.CalibrationSet.load(workdir), config)
+    if config.identification:
+      report['identification'] = evaluate_identification(generate, features, faces, test_idx, spec,
+                                                         calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
     embeddings, inputs = prepare(images, backbone.features_fn, spec)
