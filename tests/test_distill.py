@@ -28,7 +28,7 @@ def test_descriptor_distillation_loss_by_hand():
 
 def test_nothing_to_train_and_a_mismatched_student_are_refused(tmp_path):
   config = recognition.default_config()
-  config.data_dir = str(cli.DEMO_DATA)
+  config.data_dir, config.align = str(cli.DEMO_DATA), 'never'
   config.margin_weight = 0.0
   with pytest.raises(ValueError, match='nothing to train'):
     recognition.run(config, tmp_path / 'a')
