@@ -118,8 +118,8 @@ class TeacherTargets:
     return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
-def teacher_targets(config: ml_collections.ConfigDict, faces: data.FaceDataset, train_idx: np.ndarray
-                    ) -> TeacherTargets:
+def teacher_targets(config: ml_collections.ConfigDict, faces: data.FaceDataset, train_idx: np.ndarray,
+                    progress: bool = False) -> TeacherTargets:
   """The targets of `config.teacher` on `faces`, centred on the images `train_idx`; its features are cached on disk
   (`fvjax.train.features`). Raises ValueError when its descriptor size is not the student's embedding size."""
   teacher = backbones.load(config.teacher)
@@ -127,7 +127,7 @@ def teacher_targets(config: ml_collections.ConfigDict, faces: data.FaceDataset, 
     raise ValueError(f'the teacher {config.teacher} gives {teacher.embedding_size}-d descriptors; distil into a '
                      f'student of the same size (embedding_size={teacher.embedding_size}, got {config.embedding_size})')
   split = backbones.DataSplit(str(config.data_dir), float(config.test_fraction), int(config.split_seed), config.align)
-  features, teacher_faces = features_lib.backbone_features(teacher, split, progress=True)
+  features, teacher_faces = features_lib.backbone_features(teacher, split, progress)
   if len(teacher_faces) != len(faces):
     raise ValueError(f'the teacher saw {len(teacher_faces)} images of {config.data_dir}, the student {len(faces)}')
   return TeacherTargets(features, features_lib.mean_embedding(features, train_idx))
@@ -154,7 +154,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
                                            data.AugmentConfig(**config.augment))
   model = FaceClassifier(backbones.build_backbone(config), MarginHead(num_classes, MarginConfig(**config.margin)))
   if config.teacher:
-    targets = teacher_targets(config, faces, train_idx)
+    targets = teacher_targets(config, faces, train_idx, progress)
     task = classification_task(model, lambda start: _with_teacher_targets(data.iterate(stream, start), targets),
                                config.margin_weight, config.distill_weight)
   else:
