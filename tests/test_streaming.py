@@ -98,6 +98,16 @@ def test_hyper_batches_are_step_indexed_and_split_over_hosts(backbone_run):
   for plain, mirror in zip(single, flipped):
     np.testing.assert_allclose(mirror['probes'], plain['probes'][:, :, ::-1], atol=1e-6)
     np.testing.assert_array_equal(mirror['enrol'], plain['enrol'])
+  # Random flips and crops: the hosts' blocks still assemble the single-host batch, augmentation included.
+  augmented = ml_collections.ConfigDict({**config.to_dict(), 'probe_augment': {'flip': 0.5, 'crop_padding': 4}})
+  one_host = list(hyper.make_batches(features, faces, np.arange(len(faces)), faces.labels, augmented, cluster_of,
+                                     identities, spec)(0))
+  blocks = [list(hyper.make_batches(features, faces, np.arange(len(faces)), faces.labels, augmented, cluster_of,
+                                    identities, spec, hosts=2, host=h)(0)) for h in (0, 1)]
+  for step, batch in enumerate(one_host):
+    np.testing.assert_array_equal(np.concatenate([blocks[0][step]['probes'], blocks[1][step]['probes']]),
+                                  batch['probes'])
+  assert not np.allclose(one_host[0]['probes'], single[0]['probes'])
   # Each enrolment embedding is one image's: its identity gives the user's K-means cluster. From kcs_start on,
   # a batch's users are distinct identities of one cluster.
   every_embedding = features_lib.embeddings(features, np.arange(len(faces)))

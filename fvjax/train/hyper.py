@@ -123,8 +123,11 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
       users = rng.choice(identities, u, replace=False)
     picks = np.stack([rng.choice(by_id[i], m + 1, replace=False) for i in users])[mine]  # [U/hosts, 1 + m]
     probes = picks[:, 1:].ravel()
-    images = np.stack([data.augment(imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}'), rng,
-                                    augmentation) for i in probes])
+    positions = np.arange(u * m).reshape(u, m)[mine].ravel()  # each probe's row in the global batch
+    # Each probe's augmentation is seeded by its global row, so the hosts' blocks are the single-host batch's.
+    images = np.stack([data.augment(imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}'),
+                                    np.random.default_rng([config.seed, step, int(row)]), augmentation)
+                       for i, row in zip(probes, positions)])
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     return {
         'enrol': features_lib.embeddings(features, picks[:, 0]),
