@@ -20,10 +20,11 @@ from fvjax.train import hyper
 
 DATA = Path(os.environ.get('FVJAX_NOTEBOOK_DATA', cli.DEMO_DATA))  # any identity folder, e.g. celeba_aligned
 WORKDIR = Path(os.environ.get('FVJAX_NOTEBOOK_WORKDIR', 'runs/demo'))  # shared with `fvjax demo`: reused if run
-STEPS = int(os.environ.get('FVJAX_NOTEBOOK_STEPS', 85))  # backbone steps; CI runs a short smoke version'''
+BACKBONE = os.environ.get('FVJAX_NOTEBOOK_BACKBONE', demo.DEFAULT_BACKBONE)  # or 'seesaw_shuffle': trained here
+STEPS = int(os.environ.get('FVJAX_NOTEBOOK_STEPS', 85))  # seesaw_shuffle's training steps; CI runs a smoke version'''
 
 TRAIN = '''\
-report = demo.run(DATA, WORKDIR, backbone_steps=STEPS, progress=False)  # reloads finished stages
+report = demo.run(DATA, WORKDIR, backbone_steps=STEPS, backbone=BACKBONE, progress=False)  # reloads finished stages
 print(demo.format_table(report['table']))'''
 
 QUICKSTART = [
@@ -32,12 +33,14 @@ QUICKSTART = [
 
 This notebook is `fvjax demo`, step by step, on the AT&T faces that ship with fvjax (38 people, 10 photos each):
 
-1. a **SeesawFaceNet** backbone is trained on 28 people;
-2. a **hypernetwork** learns to turn one photo of a new person into a tiny personal verifier (23,617 weights);
+1. the shipped pretrained **dlib_resnet** embeds every face (`BACKBONE = 'seesaw_shuffle'` trains a
+   **SeesawFaceNet** from scratch on the 28 training people instead, for `STEPS` steps);
+2. a **hypernetwork** learns, on 28 people, to turn one photo of a new person into a tiny personal verifier
+   (23,617 weights);
 3. **FaceCoresetNet** learns to turn a set of photos into one descriptor.
 
 Everything is evaluated on the 10 people never seen in training. On a GPU/TPU runtime, point `DATA` at a
-larger identity folder and raise `STEPS`.'''),
+larger identity folder (and, for a SeesawFaceNet of your own, raise `STEPS`).'''),
     ('code', SETUP),
     ('markdown', '''\
 ## 1-3. Train the three stages and evaluate them

@@ -216,7 +216,7 @@ def _run_demo(args, command: str) -> None:
   from fvjax import demo
   align_mode = args.align or ('never' if Path(args.data_dir) == DEMO_DATA else 'auto')
   report = demo.run(args.data_dir, args.workdir, args.steps, backbone=args.backbone, align=align_mode)
-  print(f'\nheld-out identities of {args.data_dir}:')
+  print(f"\nheld-out identities of {args.data_dir}; backbone {report['hyper']['backbone']}:")
   print(demo.format_table(report['table']))
   if 'identification' in report['hyper']:
     from fvjax.eval import identification
@@ -288,11 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
   demo.set_defaults(run=_run_demo)
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
-  demo.add_argument('--steps', type=int, default=85, help='backbone training steps')
+  demo.add_argument('--steps', type=int, default=85, help="backbone training steps (with --backbone seesaw_shuffle)")
   demo.add_argument('--align', choices=align.ALIGN_MODES, default=None,
                     help="how the folder's images become crops (default: 'never' for the shipped faces, else 'auto')")
-  demo.add_argument('--backbone', default='seesaw_shuffle',
-                    help="'seesaw_shuffle' (trained from scratch) or 'pretrained:dlib_resnet' (shipped, no training)")
+  demo.add_argument('--backbone', default='pretrained:dlib_resnet',
+                    help="'pretrained:dlib_resnet' (shipped, no training; the default) or 'seesaw_shuffle' (trained "
+                         "from scratch as the first stage)")
 
   for name, run, help_text in (
       ('train', _run_train, 'train and evaluate an experiment config'),

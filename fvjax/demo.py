@@ -3,9 +3,10 @@
 Stages, each a resumable run in its own sub-workdir (re-running the command
 after an interruption continues where it stopped; finished stages are reloaded):
 
-1. backbone/  SeesawFaceNet (shuffle) trained with CosFace on 75% of the identities
-              (skipped with `backbone='pretrained:dlib_resnet'`, the shipped pretrained model);
-2. hyper/     hypernetwork personalised verifiers on that frozen backbone;
+1. backbone/  only with `backbone='seesaw_shuffle'`: a SeesawFaceNet (shuffle) trained from scratch with CosFace
+              on 75% of the identities; by default the shipped pretrained dlib_resnet is the backbone and this
+              stage is skipped;
+2. hyper/     hypernetwork personalised verifiers on that frozen backbone (trained on the same 75%);
 3. coreset/   FaceCoresetNet set aggregator on the same backbone's features, and
               single-image vs set enrolment of the personalised verifiers.
 
@@ -21,15 +22,17 @@ import ml_collections
 from fvjax import pretrained
 from fvjax.train import coreset, hyper, recognition
 
+DEFAULT_BACKBONE = 'pretrained:dlib_resnet'
 TRAINED_BACKBONE = 'seesaw_shuffle'
 
 
-def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: str = TRAINED_BACKBONE,
+def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: str = DEFAULT_BACKBONE,
             align: str = 'never') -> dict[str, ml_collections.ConfigDict]:
   """The stage configs, sized for ~40 identities x 10 images on 2 CPU cores.
 
-  backbone: 'seesaw_shuffle' (trained from scratch as the first stage) or a pretrained model ('pretrained:NAME'),
-  which the other stages use directly on the same identity split. align: how the folder's images become crops
+  backbone: a pretrained model ('pretrained:NAME', the default: the shipped dlib_resnet), which the other stages
+  use directly on the same identity split, or 'seesaw_shuffle' (trained from scratch for `backbone_steps` as the
+  first stage). align: how the folder's images become crops
   ('never' for the shipped AT&T faces, which are not aligned crops and are kept as they are; 'auto' for raw photos).
   """
   bb = recognition.default_config()
@@ -81,7 +84,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
 
 
 def run(data_dir: str | Path, workdir: str | Path, backbone_steps: int = 85, progress: bool = True,
-        backbone: str = TRAINED_BACKBONE, align: str = 'never') -> dict:
+        backbone: str = DEFAULT_BACKBONE, align: str = 'never') -> dict:
   """Runs (or resumes) the stages; returns the combined report (also `workdir/report.json`)."""
   workdir = Path(workdir)
   stages = {'backbone': recognition.run, 'hyper': hyper.run, 'coreset': coreset.run}

@@ -55,6 +55,20 @@ def test_train_command_end_to_end_on_shipped_faces(tmp_path, capsys):
   assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['1', '2']
 
 
+def test_demo_runs_on_the_shipped_pretrained_backbone_unless_told_to_train_one(tmp_path):
+  from fvjax import demo
+  args = cli.build_parser().parse_args(['demo'])
+  assert args.backbone == demo.DEFAULT_BACKBONE == 'pretrained:dlib_resnet'
+  stages = demo.configs(cli.DEMO_DATA, tmp_path, backbone_steps=85)
+  assert list(stages) == ['hyper', 'coreset']  # no backbone training
+  for stage in stages.values():  # the frozen backbone reads the demo's folder with the same identity split
+    assert (stage.backbone, stage.data_dir, stage.test_fraction, stage.align) == (
+        'pretrained:dlib_resnet', str(cli.DEMO_DATA), 0.25, 'never')
+  trained = demo.configs(cli.DEMO_DATA, tmp_path, backbone_steps=85, backbone='seesaw_shuffle')
+  assert list(trained) == ['backbone', 'hyper', 'coreset'] and trained['backbone'].total_steps == 85
+  assert trained['hyper'].backbone == trained['coreset'].backbone == str(tmp_path / 'backbone')
+
+
 def test_demo_table_and_roc_figure(tmp_path):
   from fvjax import demo
   from fvjax.eval.verification import verification_report
