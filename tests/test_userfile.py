@@ -76,10 +76,11 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))  # h_bb frozen
   report = json.loads((hy / 'report.json').read_text())
   assert report['verifier_params'] == 23_617 and report['backbone_params'] == 1_200_512
-  assert set(report['verification']) == {'held_out_identities', 'tiny'}
+  assert set(report['verification']) == {'held_out_identities', 'training_identities', 'tiny'}
   for protocol in report['verification'].values():
     assert set(protocol) == {'embedding_cosine', 'verifier_enrol_first', 'verifier_enrol_second'}
   assert report['verification']['tiny']['embedding_cosine']['pairs'] == 20
+  assert report['verification']['training_identities']['embedding_cosine']['pairs'] == 100  # eval_pairs, seen people
   out = capsys.readouterr().out
   assert 'verifier_enrol_first' in out and 'tiny' in out
 

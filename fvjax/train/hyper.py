@@ -20,8 +20,11 @@ schedule is not reproduced, so both switch points are config fields).
 
 Evaluation, the pair protocol: enrol with one image of a pair, probe with the
 other, in both orders, beside the embedding-cosine baseline of the same
-backbone; on pairs of the backbone run's held-out identities and on every
-insightface `.bin` set in `eval_bins` (LFW, CFP-FP, AgeDB-30, ...).
+backbone; on pairs of the backbone run's held-out identities, on every
+insightface `.bin` set in `eval_bins` (LFW, CFP-FP, AgeDB-30, ...), and on pairs
+of the generator's own training images ('training_identities'): what it fits
+on people it has seen, so that the gap to the held-out people measures how far
+it generalises rather than how well it fits.
 """
 
 import json
@@ -210,14 +213,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'verification': {},
   }
   if len(test_idx):
-    pairs, issame = verification.make_pairs(faces.labels[test_idx], config.eval_pairs, config.seed)
-    rows = test_idx[pairs].ravel()
-    inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
-    report['verification']['held_out_identities'] = evaluate_pairs(
-        generate, features_lib.embeddings(features, rows), inputs, issame, spec)
-    if config.identification:
-      report['identification'] = evaluate_identification(generate, features, faces, test_idx, spec,
-                                                         calibration.CalibrationSet.load(workdir), config)
+    report['verification']['held_out_identities'] = evaluate_identity_pairs(generate, features, faces, test_idx,
+                                                                            config, spec)
+  report['verification']['training_identities'] = evaluate_identity_pairs(generate, features, faces, image_indices,
+                                                                          config, spec)
+  if len(test_idx) and config.identification:
+    report['identification'] = evaluate_identification(generate, features, faces, test_idx, spec,
+                                                       calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
     embeddings, inputs = prepare(images, backbone.features_fn, spec)
@@ -264,6 +266,15 @@ def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> t
   if len(held) > config.calibration_images:
     held = np.sort(np.random.default_rng(config.seed).choice(held, config.calibration_images, replace=False))
   return train_idx[keep], held
+
+
+def evaluate_identity_pairs(generate, features, faces: data.FaceDataset, idx: np.ndarray, config,
+                            spec: verifier.VerifierSpec) -> dict:
+  """`evaluate_pairs` on `config.eval_pairs` balanced pairs drawn (seeded) among the images idx [N] of `faces`."""
+  pairs, issame = verification.make_pairs(faces.labels[idx], config.eval_pairs, config.seed)
+  rows = idx[pairs].ravel()
+  inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
+  return evaluate_pairs(generate, features_lib.embeddings(features, rows), inputs, issame, spec)
 
 
 def evaluate_pairs(generate, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
