@@ -3,9 +3,9 @@
 Each row is experiments/hyper_celeba_pretrained_cpu.py shortened to 300 steps (objectives switched at step 150),
 with one knob changed: f's input resolution, f's width (2x and 4x the 23,617-parameter budget), KCS hard negatives,
 the norm penalty, the switch point of the objective schedule, augmentation of the probe images (flip and 4-pixel
-crops; no colour jitter). Same identity split, seed and 3,000 held-out CelebA pairs for every row.
+crops; then with contrast and brightness jitter of +-20% as well). Same identity split, seed and 3,000 held-out CelebA pairs for every row.
 Run:      python experiments/hyper_ablation_celeba_pretrained_cpu.py      (finished rows are read back, not rerun)
-Runtime:  about an hour on 2 CPU cores (9 rows; the features of dlib_resnet are computed once and cached).
+Runtime:  about an hour on 2 CPU cores (10 rows; the features of dlib_resnet are computed once and cached).
 Reading:  one seed per row; differences within the rows' 10-fold spread (about +-2 points) are noise.
 """
 
@@ -31,6 +31,8 @@ VARIANTS = (
     ('switch at 1/4', {'kcs_start': STEPS // 4, 'norm_penalty_start': STEPS // 4}),
     ('switch at 3/4', {'kcs_start': 3 * STEPS // 4, 'norm_penalty_start': 3 * STEPS // 4}),
     ('probe augmentation', {'probe_augment.flip': 0.5, 'probe_augment.crop_padding': 4}),
+    ('probe augmentation + colour', {'probe_augment.flip': 0.5, 'probe_augment.crop_padding': 4,
+                                     'probe_augment.contrast': 0.2, 'probe_augment.brightness': 0.2}),
 )
 
 

@@ -120,6 +120,35 @@ def test_augment_flip_and_crop():
   np.testing.assert_array_equal(out, padded[2:114, 0:112][:, ::-1])
 
 
+def test_augment_colour_jitter():
+  img = np.zeros((112, 112, 3), np.uint8)
+  img[:, :56] = 100  # two levels: mean 150
+  img[:, 56:] = 200
+
+  class Rng:  # deterministic stand-in: no flip; contrast factor 1.5 (drawn first), then brightness factor 1.2
+    def __init__(self):
+      self.draws = iter([1.5, 1.2])
+
+    def random(self):
+      return 1.0
+
+    def uniform(self, lo, hi):
+      assert (lo, hi) == (0.5, 1.5) or (lo, hi) == pytest.approx((0.8, 1.2))
+      return next(self.draws)
+
+  out = data.pipeline.augment(img, Rng(), data.AugmentConfig(flip=0.5, contrast=0.5, brightness=0.2))
+  # contrast: 150 + (100 - 150) * 1.5 = 75 and 150 + 50 * 1.5 = 225; brightness x1.2: 90 and 270 -> clipped to 255
+  assert out.dtype == np.uint8
+  np.testing.assert_array_equal(out[:, :56], 90)
+  np.testing.assert_array_equal(out[:, 56:], 255)
+
+  class NoDraws:  # jitter off: no random number is drawn, so earlier configs' streams are unchanged
+    def random(self):
+      return 1.0
+
+  np.testing.assert_array_equal(data.pipeline.augment(img, NoDraws(), data.AugmentConfig(flip=0.5)), img)
+
+
 def test_insightface_bin_roundtrip(tmp_path):
   images = [jpeg_bytes(i) for i in range(6)]
   data.write_bin(tmp_path / 'lfw.bin', images, [True, False, True])

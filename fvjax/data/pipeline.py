@@ -21,10 +21,15 @@ from fvjax.imageio import FACE_SIZE, decode_face, normalize
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-  """Training augmentation: horizontal flip with probability `flip`, and a random
-  crop of `crop_padding` pixels (reflect-pad then crop back to 112x112)."""
+  """Training augmentation: horizontal flip with probability `flip`, a random
+  crop of `crop_padding` pixels (reflect-pad then crop back to 112x112), and
+  colour jitter: contrast about the image's mean by a factor drawn from
+  U[1 - contrast, 1 + contrast], then brightness by one from
+  U[1 - brightness, 1 + brightness] (0: off, and no random draw)."""
   flip: float = 0.5
   crop_padding: int = 0
+  brightness: float = 0.0
+  contrast: float = 0.0
 
 
 class _Subset:
@@ -47,7 +52,7 @@ class _Subset:
 
 
 def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) -> np.ndarray:
-  """uint8 [112, 112, 3] -> uint8 [112, 112, 3] with random flip / crop."""
+  """uint8 [112, 112, 3] -> uint8 [112, 112, 3] with random crop, flip, then contrast and brightness."""
   if config.crop_padding:
     p = config.crop_padding
     padded = np.pad(image, ((p, p), (p, p), (0, 0)), mode='reflect')
@@ -55,6 +60,14 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
     image = padded[dy:dy + FACE_SIZE, dx:dx + FACE_SIZE]
   if rng.random() < config.flip:
     image = image[:, ::-1]
+  if config.contrast or config.brightness:
+    x = image.astype(np.float32)
+    if config.contrast:
+      mean = x.mean()
+      x = (x - mean) * rng.uniform(1 - config.contrast, 1 + config.contrast) + mean
+    if config.brightness:
+      x = x * rng.uniform(1 - config.brightness, 1 + config.brightness)
+    image = np.clip(np.rint(x), 0, 255).astype(np.uint8)
   return np.ascontiguousarray(image)
 
 

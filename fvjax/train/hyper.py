@@ -27,6 +27,7 @@ on people it has seen, so that the gap to the held-out people measures how far
 it generalises rather than how well it fits.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,9 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
                                            'schedule': 'cosine', 'warmup_steps': 20})
   c.update(LoopConfig(total_steps=2000, keep_checkpoints=2, log_every=20).as_fields())
-  # Augmentation of the probe images f is trained on (`fvjax.data.AugmentConfig`: flip, reflect-pad crop); enrolment
-  # embeddings are the cached clean ones.
-  c.probe_augment = ml_collections.ConfigDict({'flip': 0.0, 'crop_padding': 0})
+  # Augmentation of the probe images f is trained on (`fvjax.data.AugmentConfig`: flip, reflect-pad crop, contrast and
+  # brightness jitter; all off by default); enrolment embeddings are the cached clean ones.
+  c.probe_augment = ml_collections.ConfigDict({**dataclasses.asdict(data.AugmentConfig()), 'flip': 0.0})
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
   c.identification = True  # also the 1:N identification report on the held-out identities
   c.eval_bins = ()  # insightface .bin verification sets for the pair protocol
