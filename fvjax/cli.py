@@ -16,14 +16,20 @@ ASSETS = Path(__file__).parent / 'assets'
 DEMO_DATA = ASSETS / 'att_faces'
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ml_collections.ConfigDict:
-  """Runs `get_config()` of an experiment file, then applies `key.sub=value` overrides (Python literals)."""
+def load_experiment(path: str | os.PathLike):
+  """The module of an experiment file (its `get_config()`, and whatever else it defines)."""
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f'config file {path} does not exist')
   spec = importlib.util.spec_from_file_location(f'fvjax_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ml_collections.ConfigDict:
+  """Runs `get_config()` of an experiment file, then applies `key.sub=value` overrides (Python literals)."""
+  module = load_experiment(path)
   parsed = {}
   for item in overrides:
     key, sep, value = item.partition('=')

@@ -208,3 +208,17 @@ def test_mean_embedding_streams_the_flip_summed_unit_embeddings():
   summed = features[rows].sum(1)
   expected = (summed / np.linalg.norm(summed, axis=1, keepdims=True)).mean(0)
   np.testing.assert_allclose(features_lib.mean_embedding(features, rows), expected, rtol=1e-6)
+
+
+def test_limit_identities_keeps_nested_seeded_samples_of_whole_identities():
+  labels = np.repeat(np.arange(10), 3)  # 10 people x 3 images
+  idx = np.flatnonzero(labels != 4)  # person 4 is not among these images
+  assert np.array_equal(hyper.limit_identities(labels, idx, 0, seed=0), idx)  # 0: all
+  assert np.array_equal(hyper.limit_identities(labels, idx, 9, seed=0), idx)  # as many as there are
+  small, large = (hyper.limit_identities(labels, idx, k, seed=0) for k in (3, 6))
+  for kept, k in ((small, 3), (large, 6)):
+    people = np.unique(labels[kept])
+    assert len(people) == k and 4 not in people
+    assert np.array_equal(kept, idx[np.isin(labels[idx], people)])  # every image of each kept person
+  assert set(small) <= set(large)  # nested: more identities only add people
+  assert not np.array_equal(small, hyper.limit_identities(labels, idx, 3, seed=1))  # the seed picks them

@@ -58,6 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.calibration_fraction = 0.1
   c.calibration_images = 1000
   c.calibration_far = 1e-3  # the run's identification report's operating point (`fvjax enroll --far`: a user's)
+  c.max_train_identities = 0  # >0: the generator trains on only this many of its training identities (nested samples)
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
   c.hidden = 256
   c.users_per_batch = 16
@@ -184,6 +185,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   else:
     train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
   train_idx, calibration_idx = hold_out_calibration(faces.labels, train_idx, config)
+  train_idx = limit_identities(faces.labels, train_idx, config.max_train_identities, config.seed)
   if len(calibration_idx) and jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     calibration.CalibrationSet(edge.verifier_pixels(data.decode_all(faces, calibration_idx), spec),
@@ -267,6 +269,15 @@ def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> t
   if len(held) > config.calibration_images:
     held = np.sort(np.random.default_rng(config.seed).choice(held, config.calibration_images, replace=False))
   return train_idx[keep], held
+
+
+def limit_identities(labels: np.ndarray, idx: np.ndarray, max_identities: int, seed: int) -> np.ndarray:
+  """The images idx [N] of the first `max_identities` of their identities in a seeded order (0: all of them), so the
+  identities of a smaller limit are a subset of a larger one's."""
+  people = np.unique(labels[idx])
+  if not max_identities or max_identities >= len(people):
+    return idx
+  return idx[np.isin(labels[idx], np.random.default_rng(seed).permutation(people)[:max_identities])]
 
 
 def evaluate_identity_pairs(generate, features, faces: data.FaceDataset, idx: np.ndarray, config,
