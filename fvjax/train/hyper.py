@@ -197,6 +197,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   image_indices, image_labels = train_idx[usable], train_labels[usable]
   identities, centroids = kcs.identity_centroids(features, image_indices, image_labels)
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
+  check_kcs_clusters(np.asarray(cluster_of), config)
   batches = make_batches(features, faces, image_indices, image_labels, config, np.asarray(cluster_of), identities,
                          spec)
 
@@ -269,6 +270,16 @@ def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> t
   if len(held) > config.calibration_images:
     held = np.sort(np.random.default_rng(config.seed).choice(held, config.calibration_images, replace=False))
   return train_idx[keep], held
+
+
+def check_kcs_clusters(cluster_of: np.ndarray, config) -> None:
+  """Refuses, before any training step, a run whose KCS batches cannot be drawn: once KCS starts every batch takes
+  `users_per_batch` identities of one cluster (cluster_of [I]: each training identity's cluster)."""
+  largest = np.bincount(cluster_of).max()
+  if config.kcs_start < config.total_steps and largest < config.users_per_batch:
+    raise ValueError(f'KCS from step {config.kcs_start} needs a cluster of users_per_batch={config.users_per_batch} '
+                     f'identities, but the largest of num_clusters={config.num_clusters} over the {len(cluster_of)} '
+                     f'training identities holds {largest}: use fewer clusters or fewer users per batch')
 
 
 def limit_identities(labels: np.ndarray, idx: np.ndarray, max_identities: int, seed: int) -> np.ndarray:
