@@ -23,7 +23,6 @@ from fvjax import pretrained
 from fvjax.train import coreset, hyper, recognition
 
 DEFAULT_BACKBONE = 'pretrained:dlib_resnet'
-TRAINED_BACKBONE = 'seesaw_shuffle'
 
 
 def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: str = DEFAULT_BACKBONE,
