@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ml_collections
 
-from fvjax import cli
+from fvjax import checkpoint, cli
 from fvjax.train import hyper
 
 WORKDIR = Path('runs/hyper_ablation_celeba_pretrained_cpu')
@@ -65,12 +65,14 @@ def main(base: ml_collections.ConfigDict, variants=VARIANTS, workdir_root: Path 
   rows = []
   for name, overrides in variants:
     workdir = workdir_root / re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')
+    config = variant_config(base, overrides)
     report_path = workdir / 'report.json'
-    if report_path.is_file() and json.loads((workdir / 'variant.json').read_text()) == overrides:
+    # Read back only a finished run of this very config (the loop stores it JSON-normalised with each checkpoint);
+    # any other workdir goes to hyper.run, which resumes it or refuses it naming the keys that differ.
+    if report_path.is_file() and checkpoint.load_run_config(workdir)[0] == json.loads(json.dumps(config.to_dict())):
       report = json.loads(report_path.read_text())
     else:
-      report = hyper.run(variant_config(base, overrides), workdir, progress=False)
-      (workdir / 'variant.json').write_text(json.dumps(overrides))
+      report = hyper.run(config, workdir, progress=False)
     rows.append(format_row(name, report))
     print(rows[-1], flush=True)
   header = (f"{'variant':<30}{'f params':>9}{'MAdds':>9}{'enrol first: acc':>19}{'AUC':>7}{'enrol second: acc':>19}"
