@@ -197,9 +197,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   image_indices, image_labels = train_idx[usable], train_labels[usable]
   identities, centroids = kcs.identity_centroids(features, image_indices, image_labels)
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
-  check_kcs_clusters(np.asarray(cluster_of), config)
-  batches = make_batches(features, faces, image_indices, image_labels, config, np.asarray(cluster_of), identities,
-                         spec)
+  cluster_of = np.asarray(cluster_of)
+  check_kcs_clusters(cluster_of, config)
+  batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec)
 
   generator = WeightGenerator(spec, config.hidden)
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
