@@ -124,8 +124,9 @@ def test_generator_learns_a_separable_toy_problem():
   probes = (np.repeat(colours, per_user, axis=0)[:, None, None, :]
             + 0.2 * rng.normal(size=(users * per_user, 64, 64, 3))).astype(np.float32)
   batch = {'enrol': jnp.asarray(np.eye(users, 8), jnp.float32), 'probes': jnp.asarray(probes),
+           'probe_embed': jnp.asarray(np.repeat(np.eye(users, 8), per_user, axis=0), jnp.float32),
            'probe_user': jnp.repeat(jnp.arange(users), per_user), 'norm_weight': jnp.zeros(users)}
-  task = hyper.hyper_task(hypernet.WeightGenerator(SPEC, hidden=16), SPEC, 8, 0.0, batches=None)
+  task = hyper.hyper_task(hypernet.WeightGenerator(SPEC, hidden=16), SPEC, 8, batches=None)
   params = task.init(jax.random.key(0))['params']
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(params)
@@ -147,10 +148,11 @@ def test_generator_learns_a_separable_toy_problem():
 @pytest.mark.parametrize('positive_weight', [3.0, 0.0])  # 0.0, every config's default: #negatives / #positives
 def test_weighted_bce_loss_by_hand(positive_weight):
   gen = hypernet.WeightGenerator(SPEC, hidden=8)
-  task = hyper.hyper_task(gen, SPEC, embedding_size=4, positive_weight=positive_weight, batches=None)
+  task = hyper.hyper_task(gen, SPEC, embedding_size=4, batches=None, positive_weight=positive_weight)
   params = task.init(jax.random.key(0))['params']
   batch = {'enrol': jax.random.normal(jax.random.key(1), (3, 4)),
            'probes': jax.random.normal(jax.random.key(2), (6, 64, 64, 3)),
+           'probe_embed': jax.random.normal(jax.random.key(4), (6, 4)),
            'probe_user': jnp.array([0, 0, 1, 1, 2, 2]), 'norm_weight': jnp.array([0.5, 0.5, 0.5])}
   loss, (_, metrics) = task.loss(params, {}, batch, jax.random.key(3))
   thetas = gen.apply({'params': params}, batch['enrol'])
@@ -185,7 +187,7 @@ def test_input_centre_is_fixed_and_moves_the_generator_input():
   gen = hypernet.WeightGenerator(SPEC, hidden=8)
   emb = jax.random.normal(jax.random.key(0), (3, 4))
   centre = jnp.array([0.5, 0.0, 0.0, 0.0])
-  task = hyper.hyper_task(gen, SPEC, embedding_size=4, positive_weight=0.0, batches=None, input_centre=centre)
+  task = hyper.hyper_task(gen, SPEC, embedding_size=4, batches=None, input_centre=centre)
   params = task.init(jax.random.key(0))['params']
   np.testing.assert_array_equal(params['input_centre'], centre)
   # the generator sees normalise(normalise(e) - centre): the same as a zero centre given the moved embeddings

@@ -13,6 +13,13 @@ heads emit unit-variance values and the fan-in scaling turns them into
 He-initialised verifier layers: a fresh generator already emits trainable nets.
 Enrolment from several images averages their normalised embeddings (then
 renormalises) before h_gen.
+
+Two forms (`shared_base`):
+- False, the paper's: every weight of f is generated from the embedding.
+- True: theta_u = theta_0 + delta(e_u). theta_0 is one learned f shared by every user (He-initialised); the
+  generator emits only delta for the tensors of `personal_layers` (others stay theta_0), so what all users need is
+  learned once and the embedding only steers the personal layers (the abstract: the hypernetwork exists to share
+  information between people). The output is still a whole theta per user: a device runs the same f.
 """
 
 import math
@@ -22,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.models.layers import l2_normalize
-from fvjax.models.verifier import VerifierSpec
+from fvjax.models.verifier import VerifierSpec, init_theta
 
 
 class WeightGenerator(nn.Module):
@@ -33,10 +40,27 @@ class WeightGenerator(nn.Module):
   (`with_input_centre`), because some backbones' embeddings share one dominant direction (dlib_resnet's unit
   descriptors average to a vector of norm 0.92 on CelebA): without it a fresh generator sees near-identical inputs
   for every user and emits one verifier for all, whose BCE never leaves ln 2.
+  shared_base, personal_layers: see the module doc (layers named as in `VerifierSpec.layer_names`).
   """
   spec: VerifierSpec = VerifierSpec()
   hidden: int = 256
   bias_scale: float = 0.1
+  shared_base: bool = False
+  personal_layers: tuple[str, ...] = ('logit',)
+
+  def setup(self):
+    unknown = set(self.personal_layers) - set(self.spec.layer_names)
+    if self.shared_base and (unknown or not self.personal_layers):
+      raise ValueError(f'personal_layers={self.personal_layers} must name some of f\'s layers {self.spec.layer_names}')
+
+  def generated(self, name: str) -> bool:
+    """Whether tensor `name` of theta is (partly) generated per user."""
+    return not self.shared_base or name.split('/')[0] in self.personal_layers
+
+  @property
+  def first_personal_layer(self) -> int:
+    """Index of f's first layer that differs between users: the layers before it are theta_0's for everyone."""
+    return 0 if not self.shared_base else min(self.spec.layer_names.index(n) for n in self.personal_layers)
 
   @nn.compact
   def __call__(self, embeddings: jax.Array) -> jax.Array:
@@ -48,10 +72,16 @@ class WeightGenerator(nn.Module):
     parts = []
     for name, shape in self.spec.layer_shapes():
       size = math.prod(shape)
+      if not self.generated(name):
+        parts.append(jnp.zeros((embeddings.shape[0], size), h.dtype))
+        continue
       raw = nn.Dense(size, kernel_init=nn.initializers.lecun_normal(), name=f'head_{name.replace("/", "_")}')(h)
       scale = math.sqrt(2.0 / self.spec.fan_in(name)) if name.endswith('kernel') else self.bias_scale
       parts.append(raw * scale)
-    return jnp.concatenate(parts, axis=-1)
+    thetas = jnp.concatenate(parts, axis=-1)
+    if self.shared_base:
+      thetas = thetas + self.param('theta_0', lambda rng: init_theta(rng, self.spec))[None]
+    return thetas
 
 
 def with_input_centre(variables: dict, centre: jax.Array) -> dict:

@@ -20,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fvjax.edge import VerifierSpec
+from fvjax.edge import FEATURE_EPS, VerifierSpec
 
 
 def unflatten(theta: jax.Array, spec: VerifierSpec) -> dict[str, jax.Array]:
@@ -58,22 +58,37 @@ def _conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int, impl: str) -> 
   raise ValueError(f"unknown conv impl {impl!r}; expected 'auto', 'xla' or 'matmul'")
 
 
-def apply(theta: jax.Array, images: jax.Array, spec: VerifierSpec = VerifierSpec(), conv_impl: str = 'xla') -> jax.Array:
+def _conv_layers(p: dict[str, jax.Array], x: jax.Array, spec: VerifierSpec, layers: range, conv_impl: str) -> jax.Array:
+  for i in layers:
+    x = jax.nn.relu(_conv(x, p[f'conv{i}/kernel'], spec.strides[i], spec.kernel // 2, conv_impl) + p[f'conv{i}/bias'])
+  return x
+
+
+def stem(theta: jax.Array, images: jax.Array, spec: VerifierSpec, num_layers: int, conv_impl: str = 'xla') -> jax.Array:
+  """f's first `num_layers` convolutions: images [B, s, s, C] -> activations [B, h, w, c], the input of
+  `apply(..., from_layer=num_layers)`. When those layers are shared by every user (a generator with a shared base),
+  they run once per probe instead of once per (user, probe) pair."""
+  return _conv_layers(unflatten(theta, spec), images, spec, range(num_layers), conv_impl)
+
+
+def apply(theta: jax.Array, images: jax.Array, spec: VerifierSpec = VerifierSpec(), conv_impl: str = 'xla',
+          from_layer: int = 0) -> jax.Array:
   """f(theta, images): one user's verifier on [B, s, s, C] inputs -> logits [B].
 
   conv_impl: 'xla' (native convolution: the fastest forward, CPU included) or
   'matmul' (im2col + matmul, same values: on XLA:CPU its gradient w.r.t. theta
   is 15x faster, which generator training needs; its forward is ~2x slower).
+  from_layer: `images` are the activations of `stem(theta, ..., from_layer)`; f runs from there on.
   """
   p = unflatten(theta, spec)
-  x = images
-  for i, stride in enumerate(spec.strides):
-    x = jax.nn.relu(_conv(x, p[f'conv{i}/kernel'], stride, spec.kernel // 2, conv_impl) + p[f'conv{i}/bias'])
-  return jnp.mean(x, axis=(1, 2)) @ p['logit/kernel'] + p['logit/bias']
+  pooled = jnp.mean(_conv_layers(p, images, spec, range(from_layer, len(spec.strides)), conv_impl), axis=(1, 2))
+  if spec.normalize_features:
+    pooled = pooled * jax.lax.rsqrt(jnp.sum(pooled**2, axis=-1, keepdims=True) + FEATURE_EPS)
+  return pooled @ p['logit/kernel'] + p['logit/bias']
 
 
 def apply_many(thetas: jax.Array, inputs: jax.Array, spec: VerifierSpec = VerifierSpec(), users_per_step: int = 1,
-               conv_impl: str = 'xla') -> jax.Array:
+               conv_impl: str = 'xla', from_layer: int = 0) -> jax.Array:
   """Every user's f on every input: thetas [U, D], inputs [P, s, s, C] -> logits [U, P].
 
   `jax.lax.map` over the users in groups of `users_per_step`, each group a
@@ -82,11 +97,11 @@ def apply_many(thetas: jax.Array, inputs: jax.Array, spec: VerifierSpec = Verifi
   user; users_per_step >= U: a single vmap over every user. Measured with
   `benchmarks/personalized.py` (U = 10,000, P = 1,000): 1 is the fastest both on
   XLA:CPU (6x a full vmap, 2 cores) and on an H100 (1.7x groups of 32).
-  conv_impl: as in `apply`.
+  conv_impl, from_layer: as in `apply` (inputs [P, h, w, c] from `stem` when from_layer > 0).
   """
   if users_per_step < 1:
     raise ValueError(f'users_per_step must be >= 1, got {users_per_step}')
-  return jax.lax.map(lambda t: apply(t, inputs, spec, conv_impl), thetas,
+  return jax.lax.map(lambda t: apply(t, inputs, spec, conv_impl, from_layer), thetas,
                      batch_size=users_per_step if users_per_step > 1 else None)
 
 

@@ -13,10 +13,21 @@ enrolment image and `positives_per_user` other images per user. Every user's
 generated f scores every probe of the batch: its own images are positives, the
 other users' (look-alike) images negatives.
 
-Loss = weighted BCE (positives weighted `positive_weight`, default
-#negatives / #positives) + norm_penalty * mean ||theta||^2, the penalty switched
-on from `norm_penalty_start` (the schedule of objectives; the paper's exact
+Loss (`fvjax.train.objectives`) = weighted BCE (positives weighted
+`positive_weight`, default #negatives / #positives) + distill_weight * the
+squared distance of each logit to the backbone's cosine of its pair (0 in the
+paper's objective) + norm_penalty * mean ||theta||^2, the penalty switched on
+from `norm_penalty_start` (the schedule of objectives; the paper's exact
 schedule is not reproduced, so both switch points are config fields).
+
+The generator is the paper's (every weight of f generated) or one with a shared
+base (`shared_base`, `personal_layers`: theta_u = theta_0 + delta(e_u), see
+`fvjax.models.hypernet`); f's layers before the first personal one then run
+once per probe in the train step, not once per (user, probe) pair.
+`method='shared_f'` trains the floor instead: f's own layout as one network
+shared by every user, enrolling a user from f's own (normalised, pooled)
+features of the enrolment image, with the same batches and objective (its
+pairs: every probe of a batch against every other).
 
 Evaluation, the pair protocol: enrol with one image of a pair, probe with the
 other, in both orders, beside the embedding-cosine baseline of the same
@@ -42,7 +53,8 @@ from fvjax import backbones, calibration, checkpoint, data, edge, imageio, model
 from fvjax.eval import identification, personalized, verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, with_input_centre
-from fvjax.train import features as features_lib, kcs
+from fvjax.models.layers import l2_normalize
+from fvjax.train import features as features_lib, kcs, objectives
 from fvjax.train.loop import LoopConfig, Task, train_from_config
 
 
@@ -59,8 +71,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.calibration_images = 1000
   c.calibration_far = 1e-3  # the run's identification report's operating point (`fvjax enroll --far`: a user's)
   c.max_train_identities = 0  # >0: the generator trains on only this many of its training identities (nested samples)
-  c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1)})
+  c.method = 'hypernetwork'  # or 'shared_f': no generator, f's layout shared by all users (the floor; module doc)
+  c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1),
+                                          'normalize_features': False})
   c.hidden = 256
+  c.shared_base = False  # True: theta_u = theta_0 + delta(e_u) (fvjax.models.hypernet); False: the paper's form
+  c.personal_layers = ('logit',)  # with shared_base: f's layers that differ between users
   c.users_per_batch = 16
   c.positives_per_user = 2
   c.num_clusters = 6
@@ -69,6 +85,10 @@ def default_config() -> ml_collections.ConfigDict:
   # at half-way the verifiers reach the embedding baseline (experiments/README.md).
   c.kcs_start = 1000
   c.positive_weight = 0.0  # 0: #negatives / #positives of the batch
+  # Graded targets from the backbone (fvjax.train.objectives): 0 is the paper's objective.
+  c.distill_weight = 0.0
+  c.distill_centre = 0.3  # the centred cosine that maps to logit 0
+  c.distill_scale = 10.0  # logits per unit of cosine
   c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
@@ -89,12 +109,27 @@ def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_colle
   """(generator, its params, its run config) from a hypernetwork workdir."""
   state, run = checkpoint.load_run(workdir)
   config = ml_collections.ConfigDict(run)
-  return WeightGenerator(verifier_spec(config), config.hidden), jax.tree.map(jnp.asarray, state['params']), config
+  if config.get('method', 'hypernetwork') != 'hypernetwork':
+    raise ValueError(f'{workdir} is a {config.method} run: it enrols without a generator (use fvjax.verifiers.load)')
+  return make_generator(config), jax.tree.map(jnp.asarray, state['params']), config
+
+
+def make_generator(config) -> WeightGenerator:
+  """The generator a run config describes (configs from before `shared_base` describe the paper's form)."""
+  return WeightGenerator(verifier_spec(config), config.hidden, shared_base=config.get('shared_base', False),
+                         personal_layers=tuple(config.get('personal_layers', ('logit',))))
 
 
 def verifier_spec(config) -> verifier.VerifierSpec:
   v = config.verifier
-  return verifier.VerifierSpec(input_size=v.input_size, channels=tuple(v.channels), strides=tuple(v.strides))
+  return verifier.VerifierSpec(input_size=v.input_size, channels=tuple(v.channels), strides=tuple(v.strides),
+                               normalize_features=v.get('normalize_features', False))
+
+
+def objective(config) -> dict:
+  """The keyword arguments of `objectives.pair_loss` that a run config sets."""
+  return {'positive_weight': config.positive_weight, 'distill_weight': config.get('distill_weight', 0.0),
+          'distill_centre': config.get('distill_centre', 0.0), 'distill_scale': config.get('distill_scale', 1.0)}
 
 
 def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +144,8 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   features: the backbone's raw features [N, 2, C] (a memmap; enrolment embeddings are read row by row).
   image_indices / image_labels: the training images and their identities; identities [I] with
   cluster_of [I]: the identities that may be drawn as users. Batch s is a pure function of (seed, s):
-  enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_user [U*m] (the user each probe
+  enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_embed [U*m, C] the probes' (clean)
+  embeddings, probe_user [U*m] (the user each probe
   belongs to, an index into the global batch), norm_weight [U]. With several hosts, host h gets the
   contiguous block h of the users and their probes, so the hosts' blocks assemble the single-host batch.
   """
@@ -137,6 +173,7 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
     return {
         'enrol': features_lib.embeddings(features, picks[:, 0]),
         'probes': edge.verifier_input(images, spec),
+        'probe_embed': features_lib.embeddings(features, probes),
         'probe_user': np.repeat(np.arange(u)[mine], m).astype(np.int32),
         'norm_weight': np.full(len(picks), norm_weight, np.float32),
     }
@@ -145,32 +182,89 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   return lambda start: data.iterate(steps, start, num_threads=config.decode_threads)
 
 
-def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, positive_weight: float,
-               batches, input_centre: np.ndarray | None = None) -> Task:
-  """Weighted BCE of every generated verifier on every probe of the batch, plus the scheduled norm penalty.
-
-  input_centre [E]: the generator's fixed input centre (None: zero)."""
-  # im2col convolutions on CPU: their gradient w.r.t. the generated weights is 15x faster there.
-  conv_impl = 'matmul' if jax.default_backend() == 'cpu' else 'xla'
+def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
+               input_centre: np.ndarray | None = None, **objective) -> Task:
+  """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
+  arguments), plus the scheduled norm penalty. input_centre [E]: the generator's fixed input centre (None: zero)."""
+  conv_impl = _train_conv_impl()
+  centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
+  first = generator.first_personal_layer
 
   def loss(params, model_state, batch, rng):
     del rng
     thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
-    logits = verifier.apply_many(thetas, batch['probes'], spec, conv_impl=conv_impl)  # [U, U*m]
+    probes = batch['probes']
+    if first:  # layers every user shares: once per probe
+      probes = verifier.stem(params['theta_0'], probes, spec, first, conv_impl)
+    logits = verifier.apply_many(thetas, probes, spec, conv_impl=conv_impl, from_layer=first)  # [U, U*m]
     targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
-    pos = positive_weight or (targets.size - targets.sum()) / targets.sum()
-    weights = jnp.where(targets > 0, pos, 1.0)
-    bce = jnp.sum(weights * optax.sigmoid_binary_cross_entropy(logits, targets)) / jnp.sum(weights)
+    cosines = objectives.teacher_cosines(batch['enrol'], batch['probe_embed'], centre)
+    pair, metrics = objectives.pair_loss(logits, targets, cosines, **objective)
     norm = jnp.mean(jnp.sum(thetas**2, axis=-1))
-    total = bce + batch['norm_weight'][0] * norm
-    accuracy = jnp.mean((logits > 0) == (targets > 0))
-    return total, (model_state, {'bce': bce, 'theta_norm2': norm, 'pair_accuracy': accuracy})
+    return pair + batch['norm_weight'][0] * norm, (model_state, {**metrics, 'theta_norm2': norm})
 
   def init(rng):
     variables = generator.init(rng, jnp.zeros((1, embedding_size)))
     return variables if input_centre is None else with_input_centre(variables, input_centre)
 
   return Task(init=init, loss=loss, batches=batches)
+
+
+def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, input_centre: np.ndarray | None = None,
+                  **objective) -> Task:
+  """The floor: one f for everyone, scoring a pair by scale * cos(g(a), g(b)) + bias of its normalised pooled
+  features g; every probe of the batch against every other, with the same objective as `hyper_task`.
+  Params {'theta': f's [D], 'similarity': (scale, bias)}; `shared_f_enrol` turns them into per-user thetas."""
+  conv_impl = _train_conv_impl()
+  centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
+  require_normalized_features(spec)
+
+  def loss(params, model_state, batch, rng):
+    del rng
+    g = pooled_features(params['theta'], batch['probes'], spec, conv_impl)  # [P, c]
+    scale, bias = params['similarity'][0], params['similarity'][1]
+    logits = scale * g @ g.T + bias
+    targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
+    cosines = objectives.teacher_cosines(batch['probe_embed'], batch['probe_embed'], centre)
+    pair, metrics = objectives.pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
+    return pair, (model_state, metrics)
+
+  def init(rng):
+    return {'params': {'theta': verifier.init_theta(rng, spec),
+                       'similarity': jnp.array([objective.get('distill_scale', 1.0), 0.0])}}
+
+  return Task(init=init, loss=loss, batches=batches)
+
+
+def require_normalized_features(spec: verifier.VerifierSpec) -> None:
+  if not spec.normalize_features:
+    raise ValueError("method='shared_f' compares f's features by cosine: set verifier.normalize_features=True")
+
+
+def pooled_features(theta: jax.Array, inputs: jax.Array, spec: verifier.VerifierSpec, conv_impl: str = 'xla'
+                    ) -> jax.Array:
+  """f's normalised pooled features [B, c] of inputs [B, s, s, 3] (what its logit layer reads)."""
+  pooled = jnp.mean(verifier.stem(theta, inputs, spec, len(spec.strides), conv_impl), axis=(1, 2))
+  return pooled * jax.lax.rsqrt(jnp.sum(pooled**2, axis=-1, keepdims=True) + edge.FEATURE_EPS)
+
+
+def shared_f_enrol(params: dict, inputs: jax.Array, spec: verifier.VerifierSpec) -> jax.Array:
+  """Per-user thetas [U, D] of the floor from enrolment inputs [U, s, s, 3] (or [U, n, s, s, 3]: the mean of the n
+  normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * g(enrolment) and
+  whose bias is the shared bias, so f(theta_u, x) = scale * cos(g(enrolment), g(x)) + bias."""
+  shared = verifier.unflatten(params['theta'], spec)
+  images = inputs.reshape(-1, *inputs.shape[-3:])
+  g = pooled_features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
+  if g.ndim == 3:
+    g = l2_normalize(jnp.mean(g, axis=1))
+  kernels = params['similarity'][0] * g
+  return jax.vmap(lambda k: verifier.flatten({**shared, 'logit/kernel': k,
+                                              'logit/bias': params['similarity'][1]}, spec))(kernels)
+
+
+def _train_conv_impl() -> str:
+  # im2col convolutions on CPU: their gradient w.r.t. the generated weights is 15x faster there.
+  return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
@@ -201,11 +295,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   check_kcs_clusters(cluster_of, config)
   batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec)
 
-  generator = WeightGenerator(spec, config.hidden)
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
-  task = hyper_task(generator, spec, features.shape[-1], config.positive_weight, batches, centre)
+  if config.method == 'shared_f':
+    task = shared_f_task(spec, features.shape[-1], batches, centre, **objective(config))
+  elif config.method == 'hypernetwork':
+    task = hyper_task(make_generator(config), spec, features.shape[-1], batches, centre, **objective(config))
+  else:
+    raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   state = train_from_config(task, config, workdir, progress=progress)
-  generate = jax.jit(lambda e: generator.apply({'params': state.params}, e))
+  enrol = enrolment_fn(config, state.params)
   report = {
       'verifier_params': spec.num_params,
       'verifier_madds': models.count_madds_of(lambda t, x: verifier.apply(t, x, spec),
@@ -217,30 +315,43 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'verification': {},
   }
   if len(test_idx):
-    report['verification']['held_out_identities'] = evaluate_identity_pairs(generate, features, faces, test_idx,
+    report['verification']['held_out_identities'] = evaluate_identity_pairs(enrol, features, faces, test_idx,
                                                                             config, spec)
-  report['verification']['training_identities'] = evaluate_identity_pairs(generate, features, faces, image_indices,
+  if len(calibration_idx):  # training people the generator never saw: where settings are chosen
+    report['verification']['validation_identities'] = evaluate_identity_pairs(enrol, features, faces,
+                                                                              calibration_idx, config, spec)
+  report['verification']['training_identities'] = evaluate_identity_pairs(enrol, features, faces, image_indices,
                                                                           config, spec)
   if len(test_idx) and config.identification:
-    report['identification'] = evaluate_identification(generate, features, faces, test_idx, spec,
+    report['identification'] = evaluate_identification(enrol, features, faces, test_idx, spec,
                                                        calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
     embeddings, inputs = prepare(images, backbone.features_fn, spec)
-    report['verification'][Path(path).stem] = evaluate_pairs(generate, embeddings, inputs, issame, spec)
+    report['verification'][Path(path).stem] = evaluate_pairs(enrol, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
 
 
-def evaluate_identification(generate, features, faces: data.FaceDataset, test_idx: np.ndarray,
+def enrolment_fn(config, params):
+  """jit(embeddings [U, E], inputs [U, s, s, 3]) -> thetas [U, D]: how a run of `config` with `params` enrols users
+  from their images' backbone embeddings and f inputs (the generator reads the first, the shared_f floor the second)."""
+  if config.get('method', 'hypernetwork') == 'shared_f':
+    spec = verifier_spec(config)
+    return jax.jit(lambda embeddings, inputs: shared_f_enrol(params, inputs, spec))
+  generator = make_generator(config)
+  return jax.jit(lambda embeddings, inputs: generator.apply({'params': params}, embeddings))
+
+
+def evaluate_identification(enrol, features, faces: data.FaceDataset, test_idx: np.ndarray,
                             spec: verifier.VerifierSpec, calibration_set, config) -> dict:
   """1:N identification among the held-out identities (`fvjax.eval.identification`): each enrols one image; the
   others probe. Verifier logits and embedding cosines, raw and (with a calibration set) minus each user's
   threshold at `calibration_far`, plus the accept rates of those calibrated decisions."""
-  enrol, probes, truth = identification.enrolment_split(faces.labels[test_idx], config.seed)
-  enrol, probes = test_idx[enrol], test_idx[probes]
-  enrol_embeddings = features_lib.embeddings(features, enrol)
-  thetas = np.asarray(generate(jnp.asarray(enrol_embeddings)))
+  enrolled, probes, truth = identification.enrolment_split(faces.labels[test_idx], config.seed)
+  enrolled, probes = test_idx[enrolled], test_idx[probes]
+  enrol_embeddings = features_lib.embeddings(features, enrolled)
+  thetas = np.asarray(enrol(enrol_embeddings, edge.verifier_input(data.decode_all(faces, enrolled), spec)))
   probe_inputs = edge.verifier_input(data.decode_all(faces, probes), spec)
   methods = {'verifier': personalized.score_matrix(thetas, probe_inputs, spec).T,
              'embedding_cosine': features_lib.embeddings(features, probes) @ enrol_embeddings.T}
@@ -291,33 +402,36 @@ def limit_identities(labels: np.ndarray, idx: np.ndarray, max_identities: int, s
   return idx[np.isin(labels[idx], np.random.default_rng(seed).permutation(people)[:max_identities])]
 
 
-def evaluate_identity_pairs(generate, features, faces: data.FaceDataset, idx: np.ndarray, config,
+def evaluate_identity_pairs(enrol, features, faces: data.FaceDataset, idx: np.ndarray, config,
                             spec: verifier.VerifierSpec) -> dict:
   """`evaluate_pairs` on `config.eval_pairs` balanced pairs drawn (seeded) among the images idx [N] of `faces`."""
   pairs, issame = verification.make_pairs(faces.labels[idx], config.eval_pairs, config.seed)
   rows = idx[pairs].ravel()
   inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
-  return evaluate_pairs(generate, features_lib.embeddings(features, rows), inputs, issame, spec)
+  return evaluate_pairs(enrol, features_lib.embeddings(features, rows), inputs, issame, spec)
 
 
-def evaluate_pairs(generate, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
+def evaluate_pairs(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
                    spec: verifier.VerifierSpec) -> dict:
   """The pair protocol on P pairs whose images are consecutive rows (2i, 2i+1), as in insightface `.bin` sets.
 
   embeddings [2P, E] (L2-normalised), inputs [2P, s, s, 3] (f's inputs), issame [P]. Reported for both
   orders, enrol the first image and probe the second ('verifier_enrol_first') and the reverse
   ('verifier_enrol_second'), beside the embedding baseline (cosine of the same embeddings, symmetric).
+  enrol: `enrolment_fn`'s (embeddings, inputs) -> thetas.
   """
   pairs = np.arange(len(embeddings)).reshape(-1, 2)
   result = {'embedding_cosine': verification.verification_report(verification.pair_scores(embeddings, pairs), issame)}
-  for name, (enrol, probe) in {'verifier_enrol_first': (0, 1), 'verifier_enrol_second': (1, 0)}.items():
-    scores = _pair_logits(generate, embeddings[pairs[:, enrol]], inputs[pairs[:, probe]], spec)
+  for name, (first, second) in {'verifier_enrol_first': (0, 1), 'verifier_enrol_second': (1, 0)}.items():
+    enrolled, probed = pairs[:, first], pairs[:, second]
+    scores = _pair_logits(enrol, embeddings[enrolled], inputs[enrolled], inputs[probed], spec)
     result[name] = verification.verification_report(scores, issame)
   return result
 
 
-def _pair_logits(generate, enrol_embeddings: np.ndarray, probes: np.ndarray, spec, chunk: int = 512) -> np.ndarray:
-  """f(generate(enrol[i]), probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
+def _pair_logits(enrol, enrol_embeddings: np.ndarray, enrol_inputs: np.ndarray, probes: np.ndarray, spec,
+                 chunk: int = 512) -> np.ndarray:
+  """f(enrol(row i), probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
   fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
-  return np.concatenate([np.asarray(fn(generate(jnp.asarray(enrol_embeddings[i:i + chunk])), probes[i:i + chunk]))
-                         for i in range(0, len(probes), chunk)])
+  return np.concatenate([np.asarray(fn(enrol(enrol_embeddings[i:i + chunk], enrol_inputs[i:i + chunk]),
+                                       probes[i:i + chunk])) for i in range(0, len(probes), chunk)])

@@ -1,0 +1,189 @@
+"""The shared-base generator, f's normalised features, the graded objective and the shared-f floor.
+
+Oracles: `fvjax.edge.numpy_forward` (f written again in plain NumPy, no JAX) and hand-written NumPy losses.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fvjax import edge
+from fvjax.models import hypernet, verifier
+from fvjax.train import hyper, objectives
+
+SPEC = verifier.VerifierSpec()
+NORMED = dataclasses.replace(SPEC, normalize_features=True)
+
+
+def numpy_pooled(theta: np.ndarray, inputs: np.ndarray, spec: verifier.VerifierSpec) -> np.ndarray:
+  """f's pooled features [B, c] through the NumPy twin alone: logit kernel = each basis vector in turn, bias 0."""
+  plain = dataclasses.replace(spec, normalize_features=False)
+  params = verifier.unflatten(jnp.asarray(theta), spec)
+  columns = []
+  for i in range(spec.channels[-1]):
+    basis = {**params, 'logit/kernel': jnp.eye(spec.channels[-1])[i], 'logit/bias': jnp.zeros(())}
+    columns.append(edge.numpy_forward(np.asarray(verifier.flatten(basis, spec)), inputs, plain))
+  return np.stack(columns, axis=1)
+
+
+@pytest.mark.parametrize('conv_impl', ['xla', 'matmul'])
+def test_stem_then_the_rest_equals_the_whole_verifier(conv_impl):
+  theta = verifier.init_theta(jax.random.key(0), NORMED)
+  x = jax.random.normal(jax.random.key(1), (3, 64, 64, 3))
+  whole = verifier.apply(theta, x, NORMED, conv_impl)
+  for k in range(len(NORMED.strides) + 1):
+    stem = verifier.stem(theta, x, NORMED, k, conv_impl)
+    np.testing.assert_allclose(verifier.apply(theta, stem, NORMED, conv_impl, from_layer=k), whole,
+                               rtol=1e-4, atol=1e-5)
+  assert verifier.stem(theta, x, NORMED, 2).shape == (3, 16, 16, 32)
+
+
+def test_normalized_features_give_a_scaled_cosine_in_jax_and_numpy():
+  theta = verifier.init_theta(jax.random.key(2), NORMED)
+  x = np.asarray(jax.random.normal(jax.random.key(3), (4, 64, 64, 3)))
+  pooled = numpy_pooled(np.asarray(theta), x, NORMED)
+  params = verifier.unflatten(theta, NORMED)
+  by_hand = pooled / np.linalg.norm(pooled, axis=1, keepdims=True) @ np.asarray(params['logit/kernel']) \
+      + float(params['logit/bias'])
+  np.testing.assert_allclose(edge.numpy_forward(np.asarray(theta), x, NORMED), by_hand, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(verifier.apply(theta, x, NORMED), by_hand, rtol=1e-4, atol=1e-5)
+  # and it is scale-invariant in the pooled features: doubling the last conv layer's weights changes nothing
+  doubled = {**params, 'conv3/kernel': 2 * params['conv3/kernel'], 'conv3/bias': 2 * params['conv3/bias']}
+  np.testing.assert_allclose(verifier.apply(verifier.flatten(doubled, NORMED), x, NORMED), by_hand, rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_shared_base_generates_only_the_personal_layers():
+  gen = hypernet.WeightGenerator(SPEC, hidden=8, shared_base=True, personal_layers=('conv3', 'logit'))
+  emb = jax.random.normal(jax.random.key(0), (3, 5))
+  variables = gen.init(jax.random.key(1), emb)
+  thetas = gen.apply(variables, emb)
+  theta_0 = variables['params']['theta_0']
+  personal = np.concatenate([np.full(np.prod(shape, dtype=int), name.split('/')[0] in ('conv3', 'logit'))
+                             for name, shape in SPEC.layer_shapes()])
+  np.testing.assert_array_equal(thetas[:, ~personal], np.broadcast_to(theta_0[~personal], (3, (~personal).sum())))
+  assert np.all(np.std(np.asarray(thetas[:, personal]), axis=0)[:-1] > 0)  # every generated weight differs by user
+  assert gen.first_personal_layer == 3
+  assert hypernet.WeightGenerator(SPEC, shared_base=True).first_personal_layer == 4  # logit only
+  assert hypernet.WeightGenerator(SPEC).first_personal_layer == 0  # the paper's: everything generated
+  assert not {k for k in variables['params'] if k.startswith('head_conv0')}  # no heads for shared layers
+  with pytest.raises(ValueError, match="personal_layers=\\('conv9',\\) must name some of f's layers"):
+    hypernet.WeightGenerator(SPEC, shared_base=True, personal_layers=('conv9',)).init(jax.random.key(0), emb)
+
+
+def test_pair_loss_by_hand():
+  rng = np.random.default_rng(0)
+  logits, cosines = rng.normal(size=(3, 4)), rng.uniform(-1, 1, size=(3, 4))
+  targets = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 1]], np.float32)
+  mask = np.ones((3, 4)); mask[0, 1] = 0
+  loss, metrics = objectives.pair_loss(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(cosines),
+                                       distill_weight=2.0, distill_centre=0.3, distill_scale=10.0,
+                                       mask=jnp.asarray(mask))
+  weights = mask * np.where(targets > 0, 7 / 4, 1.0)  # 11 pairs kept: 4 positive, 7 negative
+  bce = np.log1p(np.exp(-logits)) * targets + np.log1p(np.exp(logits)) * (1 - targets)
+  distill = np.sum(mask * (logits / 10 - (cosines - 0.3))**2) / 11
+  np.testing.assert_allclose(metrics['bce'], np.sum(weights * bce) / weights.sum(), rtol=1e-5)
+  np.testing.assert_allclose(metrics['distill'], distill, rtol=1e-5)
+  np.testing.assert_allclose(loss, np.sum(weights * bce) / weights.sum() + 2 * distill, rtol=1e-5)
+
+
+def test_teacher_cosines_are_those_of_the_centred_unit_embeddings():
+  a, b, centre = np.array([[3.0, 4.0]]), np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([0.1, 0.2])
+  moved_a = a / 5 - centre
+  moved_b = b / np.linalg.norm(b, axis=1, keepdims=True) - centre
+  expected = (moved_a / np.linalg.norm(moved_a)) @ (moved_b / np.linalg.norm(moved_b, axis=1, keepdims=True)).T
+  np.testing.assert_allclose(objectives.teacher_cosines(jnp.asarray(a), jnp.asarray(b), jnp.asarray(centre)),
+                             expected, rtol=1e-5)
+
+
+def _batch(users=3, per_user=2, embedding=4):
+  keys = jax.random.split(jax.random.key(7), 3)
+  return {'enrol': jax.random.normal(keys[0], (users, embedding)),
+          'probes': jax.random.normal(keys[1], (users * per_user, 64, 64, 3)),
+          'probe_embed': jax.random.normal(keys[2], (users * per_user, embedding)),
+          'probe_user': jnp.repeat(jnp.arange(users), per_user), 'norm_weight': jnp.zeros(users)}
+
+
+def _numpy_objective(logits, targets, cosines, mask, distill_weight):
+  weights = mask * np.where(targets > 0, (mask.sum() - (mask * targets).sum()) / (mask * targets).sum(), 1.0)
+  bce = np.log1p(np.exp(-logits)) * targets + np.log1p(np.exp(logits)) * (1 - targets)
+  return np.sum(weights * bce) / weights.sum() + distill_weight * np.sum(mask * (logits - cosines)**2) / mask.sum()
+
+
+def test_shared_base_loss_runs_the_stem_once_and_equals_every_user_run_whole():
+  gen = hypernet.WeightGenerator(NORMED, hidden=8, shared_base=True)
+  centre = np.array([0.2, 0.0, 0.0, 0.0], np.float32)
+  task = hyper.hyper_task(gen, NORMED, 4, batches=None, input_centre=centre, distill_weight=0.5)
+  params = task.init(jax.random.key(0))['params']
+  batch = _batch()
+  loss, _ = task.loss(params, {}, batch, None)
+  thetas = np.asarray(gen.apply({'params': params}, batch['enrol']))
+  logits = np.stack([edge.numpy_forward(t, np.asarray(batch['probes']), NORMED) for t in thetas])
+  targets = np.kron(np.eye(3), np.ones(2))
+  cosines = np.asarray(objectives.teacher_cosines(batch['enrol'], batch['probe_embed'], centre))
+  np.testing.assert_allclose(loss, _numpy_objective(logits, targets, cosines, np.ones((3, 6)), 0.5), rtol=1e-4)
+
+
+def test_shared_f_floor_loss_and_enrolment_are_scaled_cosines_of_f_features():
+  task = hyper.shared_f_task(NORMED, 4, batches=None, distill_weight=1.0)
+  params = task.init(jax.random.key(0))['params']
+  params['similarity'] = jnp.array([5.0, -1.0])
+  batch = _batch()
+  loss, _ = task.loss(params, {}, batch, None)
+  g = numpy_pooled(np.asarray(params['theta']), np.asarray(batch['probes']), NORMED)
+  g /= np.linalg.norm(g, axis=1, keepdims=True)
+  logits = 5 * g @ g.T - 1
+  targets = np.kron(np.eye(3), np.ones((2, 2)))
+  cosines = np.asarray(objectives.teacher_cosines(batch['probe_embed'], batch['probe_embed'], jnp.zeros(4)))
+  np.testing.assert_allclose(loss, _numpy_objective(logits, targets, cosines, 1 - np.eye(6), 1.0), rtol=1e-4)
+  # enrolled users: f(theta_u, x) = 5 cos(g(enrolment), g(x)) - 1, run by the NumPy twin
+  thetas = np.asarray(hyper.shared_f_enrol(params, batch['probes'][:2], NORMED))
+  for u in range(2):
+    np.testing.assert_allclose(edge.numpy_forward(thetas[u], np.asarray(batch['probes']), NORMED), logits[u],
+                               rtol=1e-4, atol=1e-5)
+  # several enrolment images: the mean of their unit features, renormalised
+  both = np.asarray(hyper.shared_f_enrol(params, batch['probes'][None, :2], NORMED))[0]
+  mean = g[:2].mean(0) / np.linalg.norm(g[:2].mean(0))
+  np.testing.assert_allclose(edge.numpy_forward(both, np.asarray(batch['probes']), NORMED), 5 * g @ mean - 1,
+                             rtol=1e-4, atol=1e-5)
+
+
+def test_shared_f_needs_normalized_features():
+  with pytest.raises(ValueError, match='normalize_features=True'):
+    hyper.shared_f_task(SPEC, 4, batches=None)
+
+
+def test_shared_base_generator_learns_the_toy_problem_with_the_graded_objective():
+  # Four users, each owning one colour; theta_0 must learn colour features once, the personal head which to accept.
+  users, per_user = 4, 3
+  colours = np.eye(4, 3, dtype=np.float32) * 1.5 - 0.5
+  rng = np.random.default_rng(0)
+  probes = (np.repeat(colours, per_user, axis=0)[:, None, None, :]
+            + 0.2 * rng.normal(size=(users * per_user, 64, 64, 3))).astype(np.float32)
+  enrol = np.eye(users, 8, dtype=np.float32)
+  batch = {'enrol': jnp.asarray(enrol), 'probes': jnp.asarray(probes),
+           'probe_embed': jnp.asarray(np.repeat(enrol, per_user, axis=0)),
+           'probe_user': jnp.repeat(jnp.arange(users), per_user), 'norm_weight': jnp.zeros(users)}
+  gen = hypernet.WeightGenerator(NORMED, hidden=16, shared_base=True)
+  task = hyper.hyper_task(gen, NORMED, 8, batches=None, distill_weight=1.0, distill_centre=0.5, distill_scale=10.0)
+  params = task.init(jax.random.key(0))['params']
+  optimizer = optax.adam(3e-3)
+  opt_state = optimizer.init(params)
+
+  @jax.jit
+  def step(params, opt_state):
+    (_, (_, metrics)), grads = jax.value_and_grad(task.loss, has_aux=True)(params, {}, batch, None)
+    updates, opt_state = optimizer.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+  history = []
+  for _ in range(150):
+    params, opt_state, metrics = step(params, opt_state)
+    history.append(metrics)
+  assert history[-1]['bce'] < 0.25 * history[0]['bce']
+  assert history[-1]['distill'] < 0.25 * history[0]['distill']
+  assert history[-1]['pair_accuracy'] == 1.0
