@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from fvjax import backbones, cli, data, edge, enroll, imageio, userfile
+from fvjax import backbones, cli, data, edge, enroll, imageio, userfile, verifiers
 from fvjax.eval import identification
 from fvjax.data import write_bin
 from fvjax.models import verifier
@@ -76,7 +76,7 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))  # h_bb frozen
   report = json.loads((hy / 'report.json').read_text())
   assert report['verifier_params'] == 23_617 and report['backbone_params'] == 1_200_512
-  assert set(report['verification']) == {'held_out_identities', 'training_identities', 'tiny'}
+  assert set(report['verification']) == {'held_out_identities', 'validation_identities', 'training_identities', 'tiny'}
   for protocol in report['verification'].values():
     assert set(protocol) == {'embedding_cosine', 'verifier_enrol_first', 'verifier_enrol_second'}
   assert report['verification']['tiny']['embedding_cosine']['pairs'] == 20
@@ -124,6 +124,17 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   jax_logits = np.asarray(verifier.apply(loaded.theta, inputs))
   printed = [float(l.split('logit')[1].split()[0]) for l in lines]
   np.testing.assert_allclose(printed, jax_logits, atol=2e-3)
+
+  # The Python API enrols the same two images to the same theta as `fvjax enroll`, and scores like the NumPy twin.
+  gen = verifiers.load(hy)
+  two = np.stack([imageio.decode_face((faces / 's1' / f'{i}.pgm').read_bytes()) for i in (1, 2)])
+  thetas = gen.enroll(two[None])
+  np.testing.assert_allclose(thetas[0], loaded.theta, rtol=1e-4, atol=1e-6)
+  probe_faces = np.stack([imageio.decode_face(open(p, 'rb').read()) for p in probes])
+  np.testing.assert_allclose(gen.score(thetas, probe_faces)[0], printed, atol=2e-3)
+  assert gen.enroll(two).shape == (2, 23_617) and gen.thresholds(thetas).shape == (1,)
+  with pytest.raises(ValueError, match=r'faces must be aligned uint8 faces \[U, 112, 112, 3\] or'):
+    gen.enroll(two.astype(np.float32))
 
   # The run's calibrated operating point holds for `fvjax verify`: every held-out person enrols from the image the
   # run's identification protocol enrolled, and verify accepts their other photos at the rate the report states.
