@@ -1,6 +1,6 @@
 """Ablations of the hypernetwork verifiers on the pretrained dlib_resnet backbone: one table from one command.
 
-Each row is experiments/hyper_celeba_pretrained_cpu.py shortened to 300 steps (objectives switched at step 150),
+Each row is experiments/hyper_paper_celeba_pretrained_cpu.py (every weight of f generated) shortened to 300 steps (objectives switched at step 150),
 with one knob changed: f's input resolution, f's width (2x and 4x the 23,617-parameter budget), KCS hard negatives,
 the norm penalty, the switch point of the objective schedule, augmentation of the probe images (flip and 4-pixel
 crops; then with contrast and brightness jitter of +-20% as well). Same identity split, seed and 3,000 held-out
@@ -38,7 +38,7 @@ VARIANTS = (
 
 
 def get_config():
-  c = cli.load_config(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py'))
+  c = cli.load_config(Path(__file__).with_name('hyper_paper_celeba_pretrained_cpu.py'))
   c.total_steps = STEPS
   c.kcs_start = STEPS // 2
   c.norm_penalty_start = STEPS // 2
@@ -53,11 +53,15 @@ def variant_config(base: ml_collections.ConfigDict, overrides: dict) -> ml_colle
 
 
 def format_row(name: str, report: dict) -> str:
-  held_out = report['verification']['held_out_identities']
+  verification = report['verification']
+  held_out = verification['held_out_identities']
   cells = ''.join(f"{100 * held_out[k]['accuracy']:>8.2f} ±{100 * held_out[k]['accuracy_std']:<4.1f}"
                   f"{held_out[k]['auc']:>7.3f}" for k in ('verifier_enrol_first', 'verifier_enrol_second'))
-  seen = report['verification']['training_identities']['verifier_enrol_first']['auc']
-  return f"{name:<30}{report['verifier_params']:>9,}{report['verifier_madds'] / 1e6:>8.1f}M{cells}{seen:>12.3f}"
+  validation = verification.get('validation_identities')  # absent from reports of older runs
+  validation = f"{validation['verifier_enrol_first']['auc']:>11.3f}" if validation else f"{'—':>11}"
+  seen = verification['training_identities']['verifier_enrol_first']['auc']
+  size = f"{report['verifier_params']:>9,}{report['verifier_madds'] / 1e6:>8.1f}M"
+  return f"{name:<30}{size}{cells}{validation}{seen:>12.3f}"
 
 
 def main(base: ml_collections.ConfigDict, variants=VARIANTS, workdir_root: Path = WORKDIR) -> None:
@@ -76,12 +80,12 @@ def main(base: ml_collections.ConfigDict, variants=VARIANTS, workdir_root: Path 
     rows.append(format_row(name, report))
     print(rows[-1], flush=True)
   header = (f"{'variant':<30}{'f params':>9}{'MAdds':>9}{'enrol first: acc':>19}{'AUC':>7}{'enrol second: acc':>19}"
-            f"{'AUC':>7}{'seen: AUC':>12}")
+            f"{'AUC':>7}{'val: AUC':>11}{'seen: AUC':>12}")
   cosine = report['verification']['held_out_identities']['embedding_cosine']
   print('\n'.join([header, *rows]))
   print(f"embedding cosine of dlib_resnet on the same pairs: {100 * cosine['accuracy']:.2f} "
-        f"±{100 * cosine['accuracy_std']:.1f}, AUC {cosine['auc']:.3f}. (seen: the generator's own training people, "
-        f"enrol first.) Reproduce: python {' '.join(sys.argv)}")
+        f"±{100 * cosine['accuracy_std']:.1f}, AUC {cosine['auc']:.3f}. (val: the validation people, "
+        f"seen: the generator's own training people; both enrol first.) Reproduce: python {' '.join(sys.argv)}")
 
 
 if __name__ == '__main__':

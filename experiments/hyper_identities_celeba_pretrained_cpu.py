@@ -2,7 +2,7 @@
 
 The verifiers fit the people they were trained on far better than new ones (experiments/README.md): does the gap
 close with more training identities, the lever the paper pulls with MS1MV2's 85k? Each row is
-experiments/hyper_celeba_pretrained_cpu.py at 1,000 steps (objectives switched at step 500) with the generator
+experiments/hyper_paper_celeba_pretrained_cpu.py at 1,000 steps (objectives switched at step 500) with the generator
 trained on 25, 80 or all 162 of its training identities (nested seeded samples; the same 18 calibration and 60
 held-out identities, the same 3,000 held-out CelebA pairs; KCS clusters scaled with the identities, one cluster
 at 25, where a batch of 16 holds most of them anyway). The table is the ablation's, with the AUC on pairs of

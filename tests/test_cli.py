@@ -21,16 +21,18 @@ def test_load_config_with_overrides(tmp_path):
       cli.load_config('experiments/seesaw_ms1mv2.py', [misspelt])
 
 
-@pytest.mark.parametrize('path', ['experiments/hyper_ablation_celeba_pretrained_cpu.py',
-                                  'experiments/hyper_identities_celeba_pretrained_cpu.py'])
-def test_ablation_variants_change_existing_fields(path):
+@pytest.mark.parametrize('path, switch', [('experiments/hyper_ablation_celeba_pretrained_cpu.py', 1 / 2),
+                                          ('experiments/hyper_identities_celeba_pretrained_cpu.py', 1 / 2),
+                                          ('experiments/hyper_levers_celeba_pretrained_cpu.py', 1)])
+def test_ablation_variants_change_existing_fields(path, switch):
   base = cli.load_config(path)
   module = cli.load_experiment(path)
   ablation = cli.load_experiment('experiments/hyper_ablation_celeba_pretrained_cpu.py')
   for name, overrides in module.VARIANTS:
     config = ablation.variant_config(base, overrides)  # raises on a field the config lacks
-    assert config.to_dict() != base.to_dict() or name in ('baseline', '162 training identities (all)')
-  assert base.total_steps == module.STEPS and base.kcs_start == base.norm_penalty_start == module.STEPS // 2
+    assert config.to_dict() != base.to_dict() or name in ('baseline', '162 training identities (all)',
+                                                          'chosen settings')
+  assert base.total_steps == module.STEPS and base.kcs_start == base.norm_penalty_start == module.STEPS * switch
 
 
 @pytest.mark.slow
