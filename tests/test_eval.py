@@ -166,6 +166,34 @@ def test_lfw_errors_name_the_problem(tmp_path):
     data.read_pairs(root)
 
 
+def test_cfp_style_pair_files_read_in_file_order_and_errors_name_the_line(tmp_path):
+  from fvjax import data
+
+  root = write_lfw(tmp_path / 'lfw')  # reuse its images; the pair file names them by path
+  lines = ['1 Ann_Lee/Ann_Lee_0001.jpg Ann_Lee/Ann_Lee_0002.jpg 1',
+           '1 Ann_Lee/Ann_Lee_0001.jpg Bob_Ray/Bob_Ray_0002.jpg 0',
+           '2 Bob_Ray/Bob_Ray_0001.jpg Bob_Ray/Bob_Ray_0002.jpg 1',
+           '2 Bob_Ray/Bob_Ray_0001.jpg Ann_Lee/Ann_Lee_0002.jpg 0']
+  listing = root / 'pairs_FP.txt'
+  listing.write_text('\n'.join(lines) + '\n')
+  encoded, issame = data.read_pairs(listing)
+  assert issame.tolist() == [True, False, True, False]
+  assert encoded[3] == (root / 'Bob_Ray' / 'Bob_Ray_0002.jpg').read_bytes()
+  assert encoded[7] == (root / 'Ann_Lee' / 'Ann_Lee_0002.jpg').read_bytes()
+  listing.write_text('\n'.join(lines[2:] + lines[:2]))
+  with pytest.raises(data.DatasetError, match='ascending order, contiguous and of equal size'):
+    data.read_pairs(listing)
+  listing.write_text('\n'.join(lines[:3]))
+  with pytest.raises(data.DatasetError, match=r'equal size \(found sizes \[2, 1\]\)'):
+    data.read_pairs(listing)
+  listing.write_text(lines[0] + '\n1 a.jpg b.jpg yes\n')
+  with pytest.raises(data.DatasetError, match=r'pairs_FP.txt:2: expected "fold path1 path2 same"'):
+    data.read_pairs(listing)
+  listing.write_text('1 Ann_Lee/Ann_Lee_0009.jpg Ann_Lee/Ann_Lee_0002.jpg 1\n')
+  with pytest.raises(data.DatasetError, match='1 images that do not exist, e.g. .*Ann_Lee_0009.jpg'):
+    data.read_pairs(listing)
+
+
 def test_insightface_tar_at_far_equals_sklearn_roc_read_as_insightface_does():
   metrics = pytest.importorskip('sklearn.metrics', reason='the oracle is scikit-learn (the test extra installs it)')
   rng = np.random.default_rng(0)
