@@ -187,3 +187,41 @@ def test_shared_base_generator_learns_the_toy_problem_with_the_graded_objective(
   assert history[-1]['bce'] < 0.25 * history[0]['bce']
   assert history[-1]['distill'] < 0.25 * history[0]['distill']
   assert history[-1]['pair_accuracy'] == 1.0
+
+
+def test_extra_people_names_file_and_concatenated_source(tmp_path):
+  from fvjax.train import extra_people
+
+  names = tmp_path / 'names.txt'
+  names.write_text('001 50 Cent\n002 Aaron Hernandez\nMadonna\n\n')
+  assert extra_people.excluded_names(names) == {'50_Cent', 'Aaron_Hernandez', 'Madonna'}
+  source = extra_people.ConcatSource((['a', 'b'], [], ['c']))
+  assert len(source) == 3 and [source[i] for i in range(3)] == ['a', 'b', 'c']
+  with pytest.raises(IndexError):
+    source[3]
+
+
+def test_pair_set_embeddings_are_computed_once_per_backbone_and_file(tmp_path, monkeypatch):
+  from fvjax.data import folder
+  from fvjax.train import features as features_lib
+
+  monkeypatch.setattr(folder, 'DEFAULT_CACHE', tmp_path / 'cache')
+  calls = []
+
+  class Backbone:  # a stand-in with the fields the cache key reads
+    source, step = 'pretrained:toy', 0
+
+    @staticmethod
+    def features_fn(x):
+      calls.append(len(x))
+      return jnp.mean(x, axis=(1, 2))
+
+  pair_file = tmp_path / 'pairs.txt'
+  pair_file.write_text('1 a.jpg b.jpg 1\n')
+  images = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+  first = features_lib.pair_set_embeddings(Backbone, pair_file, images)
+  assert calls and np.allclose(np.linalg.norm(first, axis=1), 1)
+  made = len(calls)
+  np.testing.assert_array_equal(features_lib.pair_set_embeddings(Backbone, pair_file, images), first)
+  assert len(calls) == made  # read back, not recomputed
+  assert not list((tmp_path / 'cache').rglob('*.partial.npy'))

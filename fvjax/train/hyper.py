@@ -54,7 +54,7 @@ from fvjax.eval import identification, personalized, verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, with_input_centre
 from fvjax.models.layers import l2_normalize
-from fvjax.train import features as features_lib, kcs, objectives
+from fvjax.train import extra_people, features as features_lib, kcs, objectives
 from fvjax.train.loop import LoopConfig, Task, train_from_config
 
 
@@ -71,6 +71,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.calibration_images = 1000
   c.calibration_far = 1e-3  # the run's identification report's operating point (`fvjax enroll --far`: a user's)
   c.max_train_identities = 0  # >0: the generator trains on only this many of its training identities (nested samples)
+  # Identity folders whose people join the training identities (never held out or reported; fvjax.train.extra_people),
+  # less those named in extra_train_exclude (a names file such as CFP's names.txt).
+  c.extra_train_dirs = ()
+  c.extra_train_exclude = ''
   c.method = 'hypernetwork'  # or 'shared_f': no generator, f's layout shared by all users (the floor; module doc)
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1),
                                           'normalize_features': False})
@@ -279,6 +283,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   else:
     train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
   train_idx, calibration_idx = hold_out_calibration(faces.labels, train_idx, config)
+  if config.extra_train_dirs:
+    features, faces, added = extra_people.add_people(backbone, features, faces, tuple(config.extra_train_dirs),
+                                                     split.align, config.extra_train_exclude, progress)
+    train_idx = np.concatenate([train_idx, added])
   train_idx = limit_identities(faces.labels, train_idx, config.max_train_identities, config.seed)
   if len(calibration_idx) and jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -305,6 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   state = train_from_config(task, config, workdir, progress=progress)
   enrol = enrolment_fn(config, state.params)
   report = {
+      'training_people': len(identities),  # the identities drawn as users (enough images for enrolment + probes)
       'verifier_params': spec.num_params,
       'verifier_madds': models.count_madds_of(lambda t, x: verifier.apply(t, x, spec),
                                              jnp.zeros(spec.num_params),
@@ -327,7 +336,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                                                        calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
-    embeddings, inputs = prepare(images, backbone.features_fn, spec)
+    embeddings = features_lib.pair_set_embeddings(backbone, path, images)
+    inputs = edge.verifier_input(images, spec)
     report['verification'][Path(path).stem] = evaluate_pairs(enrol, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
