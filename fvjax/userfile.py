@@ -54,8 +54,12 @@ def save(path: str | os.PathLike, user: User) -> None:
 
 def load(path: str | os.PathLike) -> User:
   path = Path(path)
+  if path.is_dir():
+    raise UserFileError(f'{path} is a directory, not a user file')
   if not path.is_file():
     raise UserFileError(f'user file {path} does not exist')
+  if not zipfile.is_zipfile(path):  # np.load would read other bytes as a pickle and suggest allow_pickle
+    raise UserFileError(f'{path} is not an fvjax user file')
   try:
     with np.load(path, allow_pickle=False) as z:
       theta, meta = z['theta'], json.loads(z['meta'].tobytes().decode())

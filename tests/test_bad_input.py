@@ -1,0 +1,52 @@
+"""Bad input through the command line: one line on stderr naming the problem, and the documented exit status."""
+
+import re
+
+import pytest
+
+from fvjax import cli
+
+RANDOM_BYTES = bytes(range(256)) * 4
+
+
+def _write(path, content: bytes):
+  path.write_bytes(content)
+  return path
+
+
+CASES = [
+    # (name, argv given tmp_path, exit status, words the line must hold)
+    ('missing user file', lambda d: ['verify', str(d / 'nobody.fvjax'), str(d / 'x.jpg')], 2,
+     'user file .*nobody.fvjax does not exist'),
+    ('a directory as user file', lambda d: ['verify', str(d), str(d / 'x.jpg')], 2, 'is a directory, not a user file'),
+    ('random bytes as user file', lambda d: ['verify', str(_write(d / 'noise.fvjax', RANDOM_BYTES)), 'x.jpg'], 2,
+     'noise.fvjax is not an fvjax user file'),
+    ('a JPEG renamed as user file', lambda d: ['verify', str(_write(d / 'photo.fvjax', b'\xff\xd8\xff\xe0' + RANDOM_BYTES)),
+                                               'x.jpg'], 2, 'photo.fvjax is not an fvjax user file'),
+    ('a config that is not Python', lambda d: ['hyper', '--config', str(_write(d / 'c.txt', b'x')), '--workdir',
+                                               str(d / 'w')], 2, 'c.txt is not a Python file'),
+    ('a missing config', lambda d: ['train', '--config', str(d / 'none.py'), '--workdir', str(d / 'w')], 2,
+     'config file .*none.py does not exist'),
+    ('an unknown config field', lambda d: ['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir',
+                                           str(d / 'w'), '--set', 'totl_steps=5'], 2,
+     "the config has no field 'totl_steps'"),
+    ('a missing hypernetwork run', lambda d: ['enroll', '--hyper', str(d / 'no_run'), '--images',
+                                              str(cli.DEMO_DATA / 's1' / '1.pgm'), '--out', str(d / 'u.fvjax'),
+                                              '--align', 'never'], 2, 'no checkpoints under .*no_run'),
+]
+
+
+@pytest.mark.parametrize('name, argv, status, words', CASES, ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_with_its_exit_status(name, argv, status, words, tmp_path, capsys):
+  del name
+  assert cli.main(argv(tmp_path)) == status
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1, err
+  assert lines[0].startswith(f'fvjax {argv(tmp_path)[0]}: error: ')
+  assert re.search(words, lines[0]), lines[0]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+  with pytest.raises(Exception, match='does not exist'):
+    cli.main(['--debug', 'verify', str(tmp_path / 'nobody.fvjax'), 'x.jpg'])
