@@ -50,13 +50,17 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
   bb.eval_pairs = 1000
 
   frozen = backbone if pretrained.is_pretrained(backbone) else str(workdir / 'backbone')
-  hy = hyper.default_config()
+  hy = hyper.default_config()  # the settings of experiments/hyper_celeba_pretrained_cpu.py, at the demo's size
   hy.backbone = frozen
-  hy.total_steps = 300
-  hy.users_per_batch = 8
-  hy.num_clusters = 3
-  hy.kcs_start = hy.norm_penalty_start = 150
-  hy.checkpoint_every = 50
+  hy.shared_base = True
+  hy.verifier.normalize_features = True
+  hy.distill_weight = 1.0
+  hy.optimizer.learning_rate = 3e-3
+  hy.probe_augment.update({'flip': 0.5, 'crop_padding': 8, 'contrast': 0.3, 'brightness': 0.3})
+  hy.total_steps = 600
+  hy.users_per_batch = 16
+  hy.kcs_start = hy.norm_penalty_start = hy.total_steps  # off
+  hy.checkpoint_every = 200
   hy.eval_pairs = 1000
 
   cs = coreset.default_config()
