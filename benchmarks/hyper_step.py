@@ -18,14 +18,14 @@ import optax
 
 from common import peak_memory_mb, timed
 from fvjax.models import hypernet, verifier
-from fvjax.train import hyper
+from fvjax.train import objectives
 
 EMBEDDING = 128
 
 
 def make_step(shared_base: bool, spec: verifier.VerifierSpec):
   generator = hypernet.WeightGenerator(spec, shared_base=shared_base)
-  task = hyper.hyper_task(generator, spec, EMBEDDING, batches=None, distill_weight=1.0)
+  task = objectives.hyper_task(generator, spec, EMBEDDING, batches=None, distill_weight=1.0)
   params = task.init(jax.random.key(0))['params']
   tx = optax.adamw(1e-3)
 

@@ -7,7 +7,7 @@ import pytest
 from fvjax import backbones, edge, parallel
 from fvjax.eval import personalized
 from fvjax.models import count_madds_of, hypernet, verifier
-from fvjax.train import features as features_lib, hyper, kcs
+from fvjax.train import features as features_lib, hyper, kcs, objectives
 
 SPEC = verifier.VerifierSpec()
 
@@ -126,7 +126,7 @@ def test_generator_learns_a_separable_toy_problem():
   batch = {'enrol': jnp.asarray(np.eye(users, 8), jnp.float32), 'probes': jnp.asarray(probes),
            'probe_embed': jnp.asarray(np.repeat(np.eye(users, 8), per_user, axis=0), jnp.float32),
            'probe_user': jnp.repeat(jnp.arange(users), per_user), 'norm_weight': jnp.zeros(users)}
-  task = hyper.hyper_task(hypernet.WeightGenerator(SPEC, hidden=16), SPEC, 8, batches=None)
+  task = objectives.hyper_task(hypernet.WeightGenerator(SPEC, hidden=16), SPEC, 8, batches=None)
   params = task.init(jax.random.key(0))['params']
   optimizer = optax.adam(1e-3)
   opt_state = optimizer.init(params)
@@ -148,7 +148,7 @@ def test_generator_learns_a_separable_toy_problem():
 @pytest.mark.parametrize('positive_weight', [3.0, 0.0])  # 0.0, every config's default: #negatives / #positives
 def test_weighted_bce_loss_by_hand(positive_weight):
   gen = hypernet.WeightGenerator(SPEC, hidden=8)
-  task = hyper.hyper_task(gen, SPEC, embedding_size=4, batches=None, positive_weight=positive_weight)
+  task = objectives.hyper_task(gen, SPEC, embedding_size=4, batches=None, positive_weight=positive_weight)
   params = task.init(jax.random.key(0))['params']
   batch = {'enrol': jax.random.normal(jax.random.key(1), (3, 4)),
            'probes': jax.random.normal(jax.random.key(2), (6, 64, 64, 3)),
@@ -187,7 +187,7 @@ def test_input_centre_is_fixed_and_moves_the_generator_input():
   gen = hypernet.WeightGenerator(SPEC, hidden=8)
   emb = jax.random.normal(jax.random.key(0), (3, 4))
   centre = jnp.array([0.5, 0.0, 0.0, 0.0])
-  task = hyper.hyper_task(gen, SPEC, embedding_size=4, batches=None, input_centre=centre)
+  task = objectives.hyper_task(gen, SPEC, embedding_size=4, batches=None, input_centre=centre)
   params = task.init(jax.random.key(0))['params']
   np.testing.assert_array_equal(params['input_centre'], centre)
   # the generator sees normalise(normalise(e) - centre): the same as a zero centre given the moved embeddings

@@ -13,7 +13,7 @@ import pytest
 
 from fvjax import edge
 from fvjax.models import hypernet, verifier
-from fvjax.train import hyper, objectives
+from fvjax.train import objectives
 
 SPEC = verifier.VerifierSpec()
 NORMED = dataclasses.replace(SPEC, normalize_features=True)
@@ -117,7 +117,7 @@ def _numpy_objective(logits, targets, cosines, mask, distill_weight):
 def test_shared_base_loss_runs_the_stem_once_and_equals_every_user_run_whole():
   gen = hypernet.WeightGenerator(NORMED, hidden=8, shared_base=True)
   centre = np.array([0.2, 0.0, 0.0, 0.0], np.float32)
-  task = hyper.hyper_task(gen, NORMED, 4, batches=None, input_centre=centre, distill_weight=0.5)
+  task = objectives.hyper_task(gen, NORMED, 4, batches=None, input_centre=centre, distill_weight=0.5)
   params = task.init(jax.random.key(0))['params']
   batch = _batch()
   loss, _ = task.loss(params, {}, batch, None)
@@ -129,7 +129,7 @@ def test_shared_base_loss_runs_the_stem_once_and_equals_every_user_run_whole():
 
 
 def test_shared_f_floor_loss_and_enrolment_are_scaled_cosines_of_f_features():
-  task = hyper.shared_f_task(NORMED, 4, batches=None, distill_weight=1.0)
+  task = objectives.shared_f_task(NORMED, 4, batches=None, distill_weight=1.0)
   params = task.init(jax.random.key(0))['params']
   params['similarity'] = jnp.array([5.0, -1.0])
   batch = _batch()
@@ -141,12 +141,12 @@ def test_shared_f_floor_loss_and_enrolment_are_scaled_cosines_of_f_features():
   cosines = np.asarray(objectives.teacher_cosines(batch['probe_embed'], batch['probe_embed'], jnp.zeros(4)))
   np.testing.assert_allclose(loss, _numpy_objective(logits, targets, cosines, 1 - np.eye(6), 1.0), rtol=1e-4)
   # enrolled users: f(theta_u, x) = 5 cos(g(enrolment), g(x)) - 1, run by the NumPy twin
-  thetas = np.asarray(hyper.shared_f_enrol(params, batch['probes'][:2], NORMED))
+  thetas = np.asarray(objectives.shared_f_enrol(params, batch['probes'][:2], NORMED))
   for u in range(2):
     np.testing.assert_allclose(edge.numpy_forward(thetas[u], np.asarray(batch['probes']), NORMED), logits[u],
                                rtol=1e-4, atol=1e-5)
   # several enrolment images: the mean of their unit features, renormalised
-  both = np.asarray(hyper.shared_f_enrol(params, batch['probes'][None, :2], NORMED))[0]
+  both = np.asarray(objectives.shared_f_enrol(params, batch['probes'][None, :2], NORMED))[0]
   mean = g[:2].mean(0) / np.linalg.norm(g[:2].mean(0))
   np.testing.assert_allclose(edge.numpy_forward(both, np.asarray(batch['probes']), NORMED), 5 * g @ mean - 1,
                              rtol=1e-4, atol=1e-5)
@@ -154,7 +154,7 @@ def test_shared_f_floor_loss_and_enrolment_are_scaled_cosines_of_f_features():
 
 def test_shared_f_needs_normalized_features():
   with pytest.raises(ValueError, match='normalize_features=True'):
-    hyper.shared_f_task(SPEC, 4, batches=None)
+    objectives.shared_f_task(SPEC, 4, batches=None)
 
 
 def test_shared_base_generator_learns_the_toy_problem_with_the_graded_objective():
@@ -169,7 +169,7 @@ def test_shared_base_generator_learns_the_toy_problem_with_the_graded_objective(
            'probe_embed': jnp.asarray(np.repeat(enrol, per_user, axis=0)),
            'probe_user': jnp.repeat(jnp.arange(users), per_user), 'norm_weight': jnp.zeros(users)}
   gen = hypernet.WeightGenerator(NORMED, hidden=16, shared_base=True)
-  task = hyper.hyper_task(gen, NORMED, 8, batches=None, distill_weight=1.0, distill_centre=0.5, distill_scale=10.0)
+  task = objectives.hyper_task(gen, NORMED, 8, batches=None, distill_weight=1.0, distill_centre=0.5, distill_scale=10.0)
   params = task.init(jax.random.key(0))['params']
   optimizer = optax.adam(3e-3)
   opt_state = optimizer.init(params)

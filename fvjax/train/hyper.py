@@ -13,7 +13,7 @@ enrolment image and `positives_per_user` other images per user. Every user's
 generated f scores every probe of the batch: its own images are positives, the
 other users' (look-alike) images negatives.
 
-Loss (`fvjax.train.objectives`) = weighted BCE (positives weighted
+Loss (`fvjax.train.objectives`, which holds the tasks; evaluation: `fvjax.train.hyper_eval`) = weighted BCE (positives weighted
 `positive_weight`, default #negatives / #positives) + distill_weight * the
 squared distance of each logit to the backbone's cosine of its pair (0 in the
 paper's objective) + norm_penalty * mean ||theta||^2, the penalty switched on
@@ -47,15 +47,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from fvjax import backbones, calibration, checkpoint, data, edge, imageio, models, parallel
-from fvjax.eval import identification, personalized, verification
+from fvjax.eval import verification
 from fvjax.models import verifier
-from fvjax.models.hypernet import WeightGenerator, with_input_centre
-from fvjax.models.layers import l2_normalize
-from fvjax.train import extra_people, features as features_lib, kcs, objectives
-from fvjax.train.loop import LoopConfig, Task, train_from_config
+from fvjax.models.hypernet import WeightGenerator
+from fvjax.train import extra_people, features as features_lib, hyper_eval, kcs, objectives
+from fvjax.train.loop import LoopConfig, train_from_config
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -186,91 +184,6 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   return lambda start: data.iterate(steps, start, num_threads=config.decode_threads)
 
 
-def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
-               input_centre: np.ndarray | None = None, **objective) -> Task:
-  """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
-  arguments), plus the scheduled norm penalty. input_centre [E]: the generator's fixed input centre (None: zero)."""
-  conv_impl = _train_conv_impl()
-  centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
-  first = generator.first_personal_layer
-
-  def loss(params, model_state, batch, rng):
-    del rng
-    thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
-    probes = batch['probes']
-    if first:  # layers every user shares: once per probe
-      probes = verifier.stem(params['theta_0'], probes, spec, first, conv_impl)
-    logits = verifier.apply_many(thetas, probes, spec, conv_impl=conv_impl, from_layer=first)  # [U, U*m]
-    targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
-    cosines = objectives.teacher_cosines(batch['enrol'], batch['probe_embed'], centre)
-    pair, metrics = objectives.pair_loss(logits, targets, cosines, **objective)
-    norm = jnp.mean(jnp.sum(thetas**2, axis=-1))
-    return pair + batch['norm_weight'][0] * norm, (model_state, {**metrics, 'theta_norm2': norm})
-
-  def init(rng):
-    variables = generator.init(rng, jnp.zeros((1, embedding_size)))
-    return variables if input_centre is None else with_input_centre(variables, input_centre)
-
-  return Task(init=init, loss=loss, batches=batches)
-
-
-def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, input_centre: np.ndarray | None = None,
-                  **objective) -> Task:
-  """The floor: one f for everyone, scoring a pair by scale * cos(g(a), g(b)) + bias of its normalised pooled
-  features g; every probe of the batch against every other, with the same objective as `hyper_task`.
-  Params {'theta': f's [D], 'similarity': (scale, bias)}; `shared_f_enrol` turns them into per-user thetas."""
-  conv_impl = _train_conv_impl()
-  centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
-  require_normalized_features(spec)
-
-  def loss(params, model_state, batch, rng):
-    del rng
-    g = pooled_features(params['theta'], batch['probes'], spec, conv_impl)  # [P, c]
-    scale, bias = params['similarity'][0], params['similarity'][1]
-    logits = scale * g @ g.T + bias
-    targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
-    cosines = objectives.teacher_cosines(batch['probe_embed'], batch['probe_embed'], centre)
-    pair, metrics = objectives.pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
-    return pair, (model_state, metrics)
-
-  def init(rng):
-    return {'params': {'theta': verifier.init_theta(rng, spec),
-                       'similarity': jnp.array([objective.get('distill_scale', 1.0), 0.0])}}
-
-  return Task(init=init, loss=loss, batches=batches)
-
-
-def require_normalized_features(spec: verifier.VerifierSpec) -> None:
-  if not spec.normalize_features:
-    raise ValueError("method='shared_f' compares f's features by cosine: set verifier.normalize_features=True")
-
-
-def pooled_features(theta: jax.Array, inputs: jax.Array, spec: verifier.VerifierSpec, conv_impl: str = 'xla'
-                    ) -> jax.Array:
-  """f's normalised pooled features [B, c] of inputs [B, s, s, 3] (what its logit layer reads)."""
-  pooled = jnp.mean(verifier.stem(theta, inputs, spec, len(spec.strides), conv_impl), axis=(1, 2))
-  return pooled * jax.lax.rsqrt(jnp.sum(pooled**2, axis=-1, keepdims=True) + edge.FEATURE_EPS)
-
-
-def shared_f_enrol(params: dict, inputs: jax.Array, spec: verifier.VerifierSpec) -> jax.Array:
-  """Per-user thetas [U, D] of the floor from enrolment inputs [U, s, s, 3] (or [U, n, s, s, 3]: the mean of the n
-  normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * g(enrolment) and
-  whose bias is the shared bias, so f(theta_u, x) = scale * cos(g(enrolment), g(x)) + bias."""
-  shared = verifier.unflatten(params['theta'], spec)
-  images = inputs.reshape(-1, *inputs.shape[-3:])
-  g = pooled_features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
-  if g.ndim == 3:
-    g = l2_normalize(jnp.mean(g, axis=1))
-  kernels = params['similarity'][0] * g
-  return jax.vmap(lambda k: verifier.flatten({**shared, 'logit/kernel': k,
-                                              'logit/bias': params['similarity'][1]}, spec))(kernels)
-
-
-def _train_conv_impl() -> str:
-  # im2col convolutions on CPU: their gradient w.r.t. the generated weights is 15x faster there.
-  return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
-
-
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains h_gen on the backbone run's training identities; evaluates the pair protocol (see the module doc)."""
   workdir = Path(workdir)
@@ -305,9 +218,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
 
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
   if config.method == 'shared_f':
-    task = shared_f_task(spec, features.shape[-1], batches, centre, **objective(config))
+    task = objectives.shared_f_task(spec, features.shape[-1], batches, centre, **objective(config))
   elif config.method == 'hypernetwork':
-    task = hyper_task(make_generator(config), spec, features.shape[-1], batches, centre, **objective(config))
+    task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre, **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   state = train_from_config(task, config, workdir, progress=progress)
@@ -324,21 +237,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'verification': {},
   }
   if len(test_idx):
-    report['verification']['held_out_identities'] = evaluate_identity_pairs(enrol, features, faces, test_idx,
+    report['verification']['held_out_identities'] = hyper_eval.evaluate_identity_pairs(enrol, features, faces, test_idx,
                                                                             config, spec)
   if len(calibration_idx):  # training people the generator never saw: where settings are chosen
-    report['verification']['validation_identities'] = evaluate_identity_pairs(enrol, features, faces,
+    report['verification']['validation_identities'] = hyper_eval.evaluate_identity_pairs(enrol, features, faces,
                                                                               calibration_idx, config, spec)
-  report['verification']['training_identities'] = evaluate_identity_pairs(enrol, features, faces, image_indices,
+  report['verification']['training_identities'] = hyper_eval.evaluate_identity_pairs(enrol, features, faces, image_indices,
                                                                           config, spec)
   if len(test_idx) and config.identification:
-    report['identification'] = evaluate_identification(enrol, features, faces, test_idx, spec,
+    report['identification'] = hyper_eval.evaluate_identification(enrol, features, faces, test_idx, spec,
                                                        calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
     embeddings = features_lib.pair_set_embeddings(backbone, path, images)
     inputs = edge.verifier_input(images, spec)
-    report['verification'][Path(path).stem] = evaluate_pairs(enrol, embeddings, inputs, issame, spec)
+    report['verification'][Path(path).stem] = hyper_eval.evaluate_pairs(enrol, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
 
@@ -348,37 +261,9 @@ def enrolment_fn(config, params):
   from their images' backbone embeddings and f inputs (the generator reads the first, the shared_f floor the second)."""
   if config.get('method', 'hypernetwork') == 'shared_f':
     spec = verifier_spec(config)
-    return jax.jit(lambda embeddings, inputs: shared_f_enrol(params, inputs, spec))
+    return jax.jit(lambda embeddings, inputs: objectives.shared_f_enrol(params, inputs, spec))
   generator = make_generator(config)
   return jax.jit(lambda embeddings, inputs: generator.apply({'params': params}, embeddings))
-
-
-def evaluate_identification(enrol, features, faces: data.FaceDataset, test_idx: np.ndarray,
-                            spec: verifier.VerifierSpec, calibration_set, config) -> dict:
-  """1:N identification among the held-out identities (`fvjax.eval.identification`): each enrols one image; the
-  others probe. Verifier logits and embedding cosines, raw and (with a calibration set) minus each user's
-  threshold at `calibration_far`, plus the accept rates of those calibrated decisions."""
-  enrolled, probes, truth = identification.enrolment_split(faces.labels[test_idx], config.seed)
-  enrolled, probes = test_idx[enrolled], test_idx[probes]
-  enrol_embeddings = features_lib.embeddings(features, enrolled)
-  thetas = np.asarray(enrol(enrol_embeddings, edge.verifier_input(data.decode_all(faces, enrolled), spec)))
-  probe_inputs = edge.verifier_input(data.decode_all(faces, probes), spec)
-  methods = {'verifier': personalized.score_matrix(thetas, probe_inputs, spec).T,
-             'embedding_cosine': features_lib.embeddings(features, probes) @ enrol_embeddings.T}
-  result = {}
-  if calibration_set is not None:
-    far, people = config.calibration_far, calibration_set.identities
-    calibrated = {'verifier': personalized.calibrate(thetas, calibration_set, far, spec),
-                  'embedding_cosine': calibration.per_user(enrol_embeddings @ calibration_set.embeddings.T, far,
-                                                           people)}
-    thresholds = {name: np.array([c.threshold for c in users]) for name, users in calibrated.items()}
-    for name in list(methods):
-      methods[f'{name}_calibrated'] = methods[name] - thresholds[name][None, :]
-    result['operating_point'] = {
-        'far_target': config.calibration_far, 'calibration_images': int(len(calibration_set.labels)),
-        **{name: identification.operating_point(methods[f'{name}_calibrated'], truth) for name in thresholds}}
-  result['methods'] = identification.evaluate(methods, truth, config.seed)
-  return result
 
 
 def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:
@@ -410,38 +295,3 @@ def limit_identities(labels: np.ndarray, idx: np.ndarray, max_identities: int, s
   if not max_identities or max_identities >= len(people):
     return idx
   return idx[np.isin(labels[idx], np.random.default_rng(seed).permutation(people)[:max_identities])]
-
-
-def evaluate_identity_pairs(enrol, features, faces: data.FaceDataset, idx: np.ndarray, config,
-                            spec: verifier.VerifierSpec) -> dict:
-  """`evaluate_pairs` on `config.eval_pairs` balanced pairs drawn (seeded) among the images idx [N] of `faces`."""
-  pairs, issame = verification.make_pairs(faces.labels[idx], config.eval_pairs, config.seed)
-  rows = idx[pairs].ravel()
-  inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
-  return evaluate_pairs(enrol, features_lib.embeddings(features, rows), inputs, issame, spec)
-
-
-def evaluate_pairs(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
-                   spec: verifier.VerifierSpec) -> dict:
-  """The pair protocol on P pairs whose images are consecutive rows (2i, 2i+1), as in insightface `.bin` sets.
-
-  embeddings [2P, E] (L2-normalised), inputs [2P, s, s, 3] (f's inputs), issame [P]. Reported for both
-  orders, enrol the first image and probe the second ('verifier_enrol_first') and the reverse
-  ('verifier_enrol_second'), beside the embedding baseline (cosine of the same embeddings, symmetric).
-  enrol: `enrolment_fn`'s (embeddings, inputs) -> thetas.
-  """
-  pairs = np.arange(len(embeddings)).reshape(-1, 2)
-  result = {'embedding_cosine': verification.verification_report(verification.pair_scores(embeddings, pairs), issame)}
-  for name, (first, second) in {'verifier_enrol_first': (0, 1), 'verifier_enrol_second': (1, 0)}.items():
-    enrolled, probed = pairs[:, first], pairs[:, second]
-    scores = _pair_logits(enrol, embeddings[enrolled], inputs[enrolled], inputs[probed], spec)
-    result[name] = verification.verification_report(scores, issame)
-  return result
-
-
-def _pair_logits(enrol, enrol_embeddings: np.ndarray, enrol_inputs: np.ndarray, probes: np.ndarray, spec,
-                 chunk: int = 512) -> np.ndarray:
-  """f(enrol(row i), probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
-  fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
-  return np.concatenate([np.asarray(fn(enrol(enrol_embeddings[i:i + chunk], enrol_inputs[i:i + chunk]),
-                                       probes[i:i + chunk])) for i in range(0, len(probes), chunk)])

@@ -1,4 +1,6 @@
-"""The pair objective of the personalised verifiers: every verifier of a batch scores every probe of it.
+"""The objectives of the personalised verifiers: every verifier of a batch scores every probe of it.
+
+`hyper_task` (a generator) and `shared_f_task` (the floor: one f for everyone) are the train loop's `Task`s.
 
 Given logits [U, P] (user u's verifier on probe p), who owns each probe and the frozen backbone's cosine between
 each enrolment and each probe, the loss is
@@ -15,9 +17,14 @@ objective). The cosines are those of the generator's centred input (`teacher_cos
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from fvjax import edge
+from fvjax.models import verifier
+from fvjax.models.hypernet import WeightGenerator, with_input_centre
 from fvjax.models.layers import l2_normalize
+from fvjax.train.loop import Task
 
 
 def teacher_cosines(enrol: jax.Array, probes: jax.Array, centre: jax.Array) -> jax.Array:
@@ -39,3 +46,88 @@ def pair_loss(logits: jax.Array, targets: jax.Array, cosines: jax.Array, *, posi
   distill = jnp.sum(mask * (logits / distill_scale - (cosines - distill_centre))**2) / jnp.sum(mask)
   accuracy = jnp.sum(mask * ((logits > 0) == (targets > 0))) / jnp.sum(mask)
   return bce + distill_weight * distill, {'bce': bce, 'distill': distill, 'pair_accuracy': accuracy}
+
+
+def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
+               input_centre: np.ndarray | None = None, **objective) -> Task:
+  """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
+  arguments), plus the scheduled norm penalty. input_centre [E]: the generator's fixed input centre (None: zero)."""
+  conv_impl = _train_conv_impl()
+  centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
+  first = generator.first_personal_layer
+
+  def loss(params, model_state, batch, rng):
+    del rng
+    thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
+    probes = batch['probes']
+    if first:  # layers every user shares: once per probe
+      probes = verifier.stem(params['theta_0'], probes, spec, first, conv_impl)
+    logits = verifier.apply_many(thetas, probes, spec, conv_impl=conv_impl, from_layer=first)  # [U, U*m]
+    targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
+    cosines = teacher_cosines(batch['enrol'], batch['probe_embed'], centre)
+    pair, metrics = pair_loss(logits, targets, cosines, **objective)
+    norm = jnp.mean(jnp.sum(thetas**2, axis=-1))
+    return pair + batch['norm_weight'][0] * norm, (model_state, {**metrics, 'theta_norm2': norm})
+
+  def init(rng):
+    variables = generator.init(rng, jnp.zeros((1, embedding_size)))
+    return variables if input_centre is None else with_input_centre(variables, input_centre)
+
+  return Task(init=init, loss=loss, batches=batches)
+
+
+def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, input_centre: np.ndarray | None = None,
+                  **objective) -> Task:
+  """The floor: one f for everyone, scoring a pair by scale * cos(g(a), g(b)) + bias of its normalised pooled
+  features g; every probe of the batch against every other, with the same objective as `hyper_task`.
+  Params {'theta': f's [D], 'similarity': (scale, bias)}; `shared_f_enrol` turns them into per-user thetas."""
+  conv_impl = _train_conv_impl()
+  centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
+  require_normalized_features(spec)
+
+  def loss(params, model_state, batch, rng):
+    del rng
+    g = pooled_features(params['theta'], batch['probes'], spec, conv_impl)  # [P, c]
+    scale, bias = params['similarity'][0], params['similarity'][1]
+    logits = scale * g @ g.T + bias
+    targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
+    cosines = teacher_cosines(batch['probe_embed'], batch['probe_embed'], centre)
+    pair, metrics = pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
+    return pair, (model_state, metrics)
+
+  def init(rng):
+    return {'params': {'theta': verifier.init_theta(rng, spec),
+                       'similarity': jnp.array([objective.get('distill_scale', 1.0), 0.0])}}
+
+  return Task(init=init, loss=loss, batches=batches)
+
+
+def require_normalized_features(spec: verifier.VerifierSpec) -> None:
+  if not spec.normalize_features:
+    raise ValueError("method='shared_f' compares f's features by cosine: set verifier.normalize_features=True")
+
+
+def pooled_features(theta: jax.Array, inputs: jax.Array, spec: verifier.VerifierSpec, conv_impl: str = 'xla'
+                    ) -> jax.Array:
+  """f's normalised pooled features [B, c] of inputs [B, s, s, 3] (what its logit layer reads)."""
+  pooled = jnp.mean(verifier.stem(theta, inputs, spec, len(spec.strides), conv_impl), axis=(1, 2))
+  return pooled * jax.lax.rsqrt(jnp.sum(pooled**2, axis=-1, keepdims=True) + edge.FEATURE_EPS)
+
+
+def shared_f_enrol(params: dict, inputs: jax.Array, spec: verifier.VerifierSpec) -> jax.Array:
+  """Per-user thetas [U, D] of the floor from enrolment inputs [U, s, s, 3] (or [U, n, s, s, 3]: the mean of the n
+  normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * g(enrolment) and
+  whose bias is the shared bias, so f(theta_u, x) = scale * cos(g(enrolment), g(x)) + bias."""
+  shared = verifier.unflatten(params['theta'], spec)
+  images = inputs.reshape(-1, *inputs.shape[-3:])
+  g = pooled_features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
+  if g.ndim == 3:
+    g = l2_normalize(jnp.mean(g, axis=1))
+  kernels = params['similarity'][0] * g
+  return jax.vmap(lambda k: verifier.flatten({**shared, 'logit/kernel': k,
+                                              'logit/bias': params['similarity'][1]}, spec))(kernels)
+
+
+def _train_conv_impl() -> str:
+  # im2col convolutions on CPU: their gradient w.r.t. the generated weights is 15x faster there.
+  return 'matmul' if jax.default_backend() == 'cpu' else 'xla'
