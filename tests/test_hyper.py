@@ -226,11 +226,13 @@ def test_limit_identities_keeps_nested_seeded_samples_of_whole_identities():
   assert not np.array_equal(small, hyper.limit_identities(labels, idx, 3, seed=1))  # the seed picks them
 
 
-def test_kcs_clusters_too_small_for_a_batch_are_refused_before_training():
+def test_user_batches_that_cannot_be_drawn_are_refused_before_training():
   config = hyper.default_config()
   config.users_per_batch, config.num_clusters, config.kcs_start, config.total_steps = 4, 3, 5, 10
-  hyper.check_kcs_clusters(np.array([0, 0, 0, 0, 1, 2]), config)  # cluster 0 holds 4: fine
+  hyper.check_user_batches(np.array([0, 0, 0, 0, 1, 2]), config)  # cluster 0 holds 4: fine
   with pytest.raises(ValueError, match=r'users_per_batch=4 .* num_clusters=3 over the 6 training identities holds 3'):
-    hyper.check_kcs_clusters(np.array([0, 0, 0, 1, 1, 2]), config)
+    hyper.check_user_batches(np.array([0, 0, 0, 1, 1, 2]), config)
   config.kcs_start = 10  # KCS never starts: uniform batches only
-  hyper.check_kcs_clusters(np.array([0, 0, 0, 1, 1, 2]), config)
+  hyper.check_user_batches(np.array([0, 0, 0, 1, 1, 2]), config)
+  with pytest.raises(ValueError, match=r'users_per_batch=4 exceeds the 3 training identities'):
+    hyper.check_user_batches(np.array([0, 1, 2]), config)

@@ -213,7 +213,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   identities, centroids = kcs.identity_centroids(features, image_indices, image_labels)
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
   cluster_of = np.asarray(cluster_of)
-  check_kcs_clusters(cluster_of, config)
+  check_user_batches(cluster_of, config)
   batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec)
 
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
@@ -278,9 +278,13 @@ def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> t
   return train_idx[keep], held
 
 
-def check_kcs_clusters(cluster_of: np.ndarray, config) -> None:
-  """Refuses, before any training step, a run whose KCS batches cannot be drawn: once KCS starts every batch takes
-  `users_per_batch` identities of one cluster (cluster_of [I]: each training identity's cluster)."""
+def check_user_batches(cluster_of: np.ndarray, config) -> None:
+  """Refuses, before any training step, a run whose user batches cannot be drawn: every batch takes
+  `users_per_batch` distinct identities, once KCS starts all of one cluster (cluster_of [I]: each training
+  identity's cluster)."""
+  if len(cluster_of) < config.users_per_batch:
+    raise ValueError(f'users_per_batch={config.users_per_batch} exceeds the {len(cluster_of)} training identities '
+                     f'with enough images (enrolment + positives_per_user={config.positives_per_user})')
   largest = np.bincount(cluster_of).max()
   if config.kcs_start < config.total_steps and largest < config.users_per_batch:
     raise ValueError(f'KCS from step {config.kcs_start} needs a cluster of users_per_batch={config.users_per_batch} '
