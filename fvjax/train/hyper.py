@@ -200,16 +200,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     features, faces, added = extra_people.add_people(backbone, features, faces, tuple(config.extra_train_dirs),
                                                      split.align, config.extra_train_exclude, progress)
     train_idx = np.concatenate([train_idx, added])
-  train_idx = limit_identities(faces.labels, train_idx, config.max_train_identities, config.seed)
+  train_labels = faces.labels[train_idx]
+  usable = np.bincount(train_labels)[train_labels] >= config.positives_per_user + 1  # enrolment + positives
+  # The limit samples people who can be drawn as users (LFW, say, holds many one-image people).
+  image_indices = limit_identities(faces.labels, train_idx[usable], config.max_train_identities, config.seed)
+  image_labels = faces.labels[image_indices]
   if len(calibration_idx) and jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     calibration.CalibrationSet(edge.verifier_pixels(data.decode_all(faces, calibration_idx), spec),
                                features_lib.embeddings(features, calibration_idx),
                                faces.labels[calibration_idx]).save(workdir)
 
-  train_labels = faces.labels[train_idx]
-  usable = np.bincount(train_labels)[train_labels] >= config.positives_per_user + 1  # enrolment + positives
-  image_indices, image_labels = train_idx[usable], train_labels[usable]
   identities, centroids = kcs.identity_centroids(features, image_indices, image_labels)
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
   cluster_of = np.asarray(cluster_of)
