@@ -4,6 +4,7 @@
     gen = verifiers.load('runs/hyper_celeba_pretrained_cpu')
     thetas = gen.enroll(faces)          # uint8 [U, 112, 112, 3] (one image each) or [U, n, 112, 112, 3] -> [U, D]
     logits = gen.score(thetas, probes)  # uint8 [P, 112, 112, 3] -> float32 [U, P]
+    pair_logits = gen.score_pairs(thetas, probes)  # probes [U, 112, 112, 3]: user u on probe u alone -> [U]
     thresholds = gen.thresholds(thetas, far=1e-3)  # [U], on the run's calibration faces (None without them)
 
 Faces are insightface-aligned 112x112 RGB crops (`fvjax.align.read_face` makes them from files and photos).
@@ -13,6 +14,7 @@ a `shared_f` run of their normalised pooled f features. Scoring runs through `fv
 """
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -22,6 +24,7 @@ import numpy as np
 
 from fvjax import backbones, calibration, checkpoint, edge
 from fvjax.eval import personalized, verification
+from fvjax.models import verifier
 from fvjax.models.hypernet import enrolment_embedding
 from fvjax.train import hyper
 
@@ -51,6 +54,16 @@ class Verifiers:
     return personalized.score_matrix(thetas, edge.verifier_input(_faces(probes, 'probes', '[P, 112, 112, 3]'), self.spec),
                                      self.spec)
 
+  def score_pairs(self, thetas: np.ndarray, probes: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """logits float32 [U] of user u's verifier on probe u alone (thetas [U, D], uint8 probes [U, 112, 112, 3]):
+    the pair protocol's scores, without the U x U matrix."""
+    inputs = edge.verifier_input(_faces(probes, 'probes', '[U, 112, 112, 3]'), self.spec)
+    if len(inputs) != len(thetas):
+      raise ValueError(f'score_pairs needs one probe per user: {len(thetas)} thetas, {len(inputs)} probes')
+    pair = _pair_fn(self.spec)
+    return np.concatenate([np.asarray(pair(jnp.asarray(thetas[i:i + chunk], jnp.float32), inputs[i:i + chunk]))
+                           for i in range(0, len(inputs), chunk)])
+
   def thresholds(self, thetas: np.ndarray, far: float = 1e-3) -> np.ndarray | None:
     """Each user's logit threshold [U] at false-accept rate `far` on the run's calibration faces (people kept out
     of training; `fvjax.calibration`), or None for a run without them."""
@@ -69,6 +82,11 @@ def load(workdir: str | Path) -> Verifiers:
                    embed_fn=backbones.load(config.backbone).features_fn,
                    enrol_fn=hyper.enrolment_fn(config, params),
                    calibration_set=calibration.CalibrationSet.load(workdir))
+
+
+@functools.lru_cache(maxsize=8)
+def _pair_fn(spec: edge.VerifierSpec):
+  return jax.jit(jax.vmap(lambda theta, x: verifier.apply(theta, x[None], spec)[0]))
 
 
 def _faces(faces: np.ndarray, name: str, shapes: str) -> np.ndarray:

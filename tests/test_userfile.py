@@ -132,6 +132,7 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   np.testing.assert_allclose(thetas[0], loaded.theta, rtol=1e-4, atol=1e-6)
   probe_faces = np.stack([imageio.decode_face(open(p, 'rb').read()) for p in probes])
   np.testing.assert_allclose(gen.score(thetas, probe_faces)[0], printed, atol=2e-3)
+  np.testing.assert_allclose(gen.score_pairs(np.repeat(thetas, 2, axis=0), probe_faces), printed, atol=2e-3)
   assert gen.enroll(two).shape == (2, 23_617) and gen.thresholds(thetas).shape == (1,)
   with pytest.raises(ValueError, match=r'faces must be aligned uint8 faces \[U, 112, 112, 3\] or'):
     gen.enroll(two.astype(np.float32))
