@@ -179,6 +179,8 @@ def _enrol_from_args(args, name: str) -> userfile.User:
 
 def _run_enroll(args, command: str) -> None:
   del command
+  if Path(args.out).exists() and not args.force:
+    raise ValueError(f'{args.out} exists; give --force to overwrite it')
   user = _enrol_from_args(args, args.name or Path(args.out).stem)
   userfile.save(args.out, user)
   print(f'enrolled {user.name!r} from {len(user.sources)} image(s): {args.out} '
@@ -286,10 +288,26 @@ def _add_enrolment_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--aggregate', choices=('mean', 'coreset'), default='mean',
                       help='several images -> one enrolment: mean embedding, or FaceCoresetNet descriptor')
   parser.add_argument('--coreset', default=None, help='coreset workdir (`fvjax coreset`), for --aggregate coreset')
-  parser.add_argument('--far', type=float, default=1e-3,
+  parser.add_argument('--far', type=_fraction, default=1e-3,
                       help="false-accept rate the user's threshold is calibrated for (on the faces the hypernetwork "
                            'run held out)')
   parser.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+
+
+def _at_least_one(text: str) -> int:
+  """argparse type: an integer >= 1 (checked before any model loads)."""
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+  return value
+
+
+def _fraction(text: str) -> float:
+  """argparse type: a rate strictly between 0 and 1 (checked before any model loads)."""
+  value = float(text)
+  if not 0 < value < 1:
+    raise argparse.ArgumentTypeError(f'must be between 0 and 1, got {value}')
+  return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
   enroll.set_defaults(run=_run_enroll)
   enroll.add_argument('--out', required=True, help='user file to write (.fvjax)')
   enroll.add_argument('--name', default=None, help='user name (default: the file stem)')
+  enroll.add_argument('--force', action='store_true', help='overwrite an existing --out file')
   _add_enrolment_arguments(enroll)
 
   packer = sub.add_parser('pack', help='an identity folder -> an insightface .rec/.idx training set (resumable)')
@@ -366,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
   identify = actions.add_parser('identify', help='1:N: every probe against every user, top-k with decisions')
   identify.add_argument('gallery')
   identify.add_argument('images', nargs='+', help='probe image files, or one folder of them')
-  identify.add_argument('--top-k', type=int, default=5)
+  identify.add_argument('--top-k', type=_at_least_one, default=5)
   identify.add_argument('--skip-bad', action='store_true', help='leave out unreadable user files (named) instead of '
                                                                  'stopping')
   identify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)

@@ -33,6 +33,9 @@ CASES = [
     ('a missing hypernetwork run', lambda d: ['enroll', '--hyper', str(d / 'no_run'), '--images',
                                               str(cli.DEMO_DATA / 's1' / '1.pgm'), '--out', str(d / 'u.fvjax'),
                                               '--align', 'never'], 2, 'no checkpoints under .*no_run'),
+    ('enrol over an existing file', lambda d: ['enroll', '--hyper', str(d), '--images', 'x.jpg', '--out',
+                                               str(_write(d / 'taken.fvjax', b'keep me'))], 2,
+     'taken.fvjax exists; give --force to overwrite it'),
 ]
 
 
@@ -50,3 +53,20 @@ def test_bad_input_is_one_line_with_its_exit_status(name, argv, status, words, t
 def test_debug_shows_the_traceback(tmp_path):
   with pytest.raises(Exception, match='does not exist'):
     cli.main(['--debug', 'verify', str(tmp_path / 'nobody.fvjax'), 'x.jpg'])
+
+
+@pytest.mark.parametrize('argv, words', [
+    (['gallery', 'identify', 'g', 'x.jpg', '--top-k', '0'], '--top-k: must be at least 1, got 0'),
+    (['enroll', '--hyper', 'h', '--images', 'x.jpg', '--out', 'u.fvjax', '--far', '5'],
+     '--far: must be between 0 and 1, got 5.0'),
+])
+def test_bad_arguments_are_usage_errors_before_any_work(argv, words, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_enrol_over_an_existing_file_keeps_it(tmp_path):
+  taken = _write(tmp_path / 'taken.fvjax', b'keep me')
+  assert cli.main(['enroll', '--hyper', str(tmp_path), '--images', 'x.jpg', '--out', str(taken)]) == 2
+  assert taken.read_bytes() == b'keep me'
