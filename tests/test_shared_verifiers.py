@@ -128,19 +128,21 @@ def test_shared_base_loss_runs_the_stem_once_and_equals_every_user_run_whole():
   np.testing.assert_allclose(loss, _numpy_objective(logits, targets, cosines, np.ones((3, 6)), 0.5), rtol=1e-4)
 
 
-def test_shared_f_floor_loss_and_enrolment_are_scaled_cosines_of_f_features():
+def test_shared_f_floor_loss_and_enrolment_score_centred_templates_of_f_features():
   task = objectives.shared_f_task(NORMED, 4, batches=None, distill_weight=1.0)
   params = task.init(jax.random.key(0))['params']
   params['similarity'] = jnp.array([5.0, -1.0])
+  params['centre'] = jnp.full(32, 0.1)
   batch = _batch()
   loss, _ = task.loss(params, {}, batch, None)
   g = numpy_pooled(np.asarray(params['theta']), np.asarray(batch['probes']), NORMED)
   g /= np.linalg.norm(g, axis=1, keepdims=True)
-  logits = 5 * g @ g.T - 1
+  template = lambda v: (v - 0.1) / np.linalg.norm(v - 0.1, axis=-1, keepdims=True)
+  logits = 5 * template(g) @ g.T - 1
   targets = np.kron(np.eye(3), np.ones((2, 2)))
   cosines = np.asarray(objectives.teacher_cosines(batch['probe_embed'], batch['probe_embed'], jnp.zeros(4)))
   np.testing.assert_allclose(loss, _numpy_objective(logits, targets, cosines, 1 - np.eye(6), 1.0), rtol=1e-4)
-  # enrolled users: f(theta_u, x) = 5 cos(g(enrolment), g(x)) - 1, run by the NumPy twin
+  # enrolled users: f(theta_u, x) = 5 <template(g(enrolment)), g(x)> - 1, run by the NumPy twin
   thetas = np.asarray(objectives.shared_f_enrol(params, batch['probes'][:2], NORMED))
   for u in range(2):
     np.testing.assert_allclose(edge.numpy_forward(thetas[u], np.asarray(batch['probes']), NORMED), logits[u],
@@ -148,7 +150,7 @@ def test_shared_f_floor_loss_and_enrolment_are_scaled_cosines_of_f_features():
   # several enrolment images: the mean of their unit features, renormalised
   both = np.asarray(objectives.shared_f_enrol(params, batch['probes'][None, :2], NORMED))[0]
   mean = g[:2].mean(0) / np.linalg.norm(g[:2].mean(0))
-  np.testing.assert_allclose(edge.numpy_forward(both, np.asarray(batch['probes']), NORMED), 5 * g @ mean - 1,
+  np.testing.assert_allclose(edge.numpy_forward(both, np.asarray(batch['probes']), NORMED), 5 * g @ template(mean) - 1,
                              rtol=1e-4, atol=1e-5)
 
 

@@ -78,9 +78,12 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
 
 def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, input_centre: np.ndarray | None = None,
                   **objective) -> Task:
-  """The floor: one f for everyone, scoring a pair by scale * cos(g(a), g(b)) + bias of its normalised pooled
-  features g; every probe of the batch against every other, with the same objective as `hyper_task`.
-  Params {'theta': f's [D], 'similarity': (scale, bias)}; `shared_f_enrol` turns them into per-user thetas."""
+  """The floor: one f for everyone. Its normalised pooled features g [c] are non-negative (f's last layer is a
+  ReLU), so two faces' cosine cannot say "unlike"; a pair (enrolment a, probe b) is scored as
+  scale * <t(a), g(b)> + bias with the enrolment template t(a) = normalise(g(a) - centre) and a learned shared
+  `centre` [c] (measured: with t = g the batch's impostor pairs drove features to zero within 60 steps and the
+  logits stayed constant). Every probe of the batch against every other, with `hyper_task`'s objective.
+  Params {'theta': f's [D], 'centre': [c], 'similarity': (scale, bias)}; `shared_f_enrol` makes per-user thetas."""
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
   require_normalized_features(spec)
@@ -89,14 +92,14 @@ def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, inp
     del rng
     g = pooled_features(params['theta'], batch['probes'], spec, conv_impl)  # [P, c]
     scale, bias = params['similarity'][0], params['similarity'][1]
-    logits = scale * g @ g.T + bias
+    logits = scale * l2_normalize(g - params['centre']) @ g.T + bias
     targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
     cosines = teacher_cosines(batch['probe_embed'], batch['probe_embed'], centre)
     pair, metrics = pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
     return pair, (model_state, metrics)
 
   def init(rng):
-    return {'params': {'theta': verifier.init_theta(rng, spec),
+    return {'params': {'theta': verifier.init_theta(rng, spec), 'centre': jnp.zeros(spec.channels[-1]),
                        'similarity': jnp.array([objective.get('distill_scale', 1.0), 0.0])}}
 
   return Task(init=init, loss=loss, batches=batches)
@@ -116,14 +119,14 @@ def pooled_features(theta: jax.Array, inputs: jax.Array, spec: verifier.Verifier
 
 def shared_f_enrol(params: dict, inputs: jax.Array, spec: verifier.VerifierSpec) -> jax.Array:
   """Per-user thetas [U, D] of the floor from enrolment inputs [U, s, s, 3] (or [U, n, s, s, 3]: the mean of the n
-  normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * g(enrolment) and
-  whose bias is the shared bias, so f(theta_u, x) = scale * cos(g(enrolment), g(x)) + bias."""
+  normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * t(enrolment) and
+  whose bias is the shared bias, so f(theta_u, x) = scale * <t(enrolment), g(x)> + bias (see `shared_f_task`)."""
   shared = verifier.unflatten(params['theta'], spec)
   images = inputs.reshape(-1, *inputs.shape[-3:])
   g = pooled_features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
   if g.ndim == 3:
     g = l2_normalize(jnp.mean(g, axis=1))
-  kernels = params['similarity'][0] * g
+  kernels = params['similarity'][0] * l2_normalize(g - params['centre'])
   return jax.vmap(lambda k: verifier.flatten({**shared, 'logit/kernel': k,
                                               'logit/bias': params['similarity'][1]}, spec))(kernels)
 
