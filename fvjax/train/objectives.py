@@ -82,7 +82,7 @@ def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, inp
   ReLU), so two faces' cosine cannot say "unlike"; a pair (enrolment a, probe b) is scored as
   scale * <t(a), g(b)> + bias with the enrolment template t(a) = normalise(g(a) - centre) and a learned shared
   `centre` [c] (measured: with t = g the batch's impostor pairs drove features to zero within 60 steps and the
-  logits stayed constant). Every probe of the batch against every other, with `hyper_task`'s objective.
+  logits stayed constant; scale starts at 1: at 10 the same collapse followed). Every probe of the batch against every other, with `hyper_task`'s objective.
   Params {'theta': f's [D], 'centre': [c], 'similarity': (scale, bias)}; `shared_f_enrol` makes per-user thetas."""
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
@@ -100,7 +100,7 @@ def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, inp
 
   def init(rng):
     return {'params': {'theta': verifier.init_theta(rng, spec), 'centre': jnp.zeros(spec.channels[-1]),
-                       'similarity': jnp.array([objective.get('distill_scale', 1.0), 0.0])}}
+                       'similarity': jnp.array([1.0, 0.0])}}
 
   return Task(init=init, loss=loss, batches=batches)
 
