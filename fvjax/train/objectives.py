@@ -79,10 +79,11 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
 def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, input_centre: np.ndarray | None = None,
                   **objective) -> Task:
   """The floor: one f for everyone. Its normalised pooled features g [c] are non-negative (f's last layer is a
-  ReLU), so two faces' cosine cannot say "unlike"; a pair (enrolment a, probe b) is scored as
+  ReLU), so two faces' cosine cannot go below 0; a pair (enrolment a, probe b) is scored as
   scale * <t(a), g(b)> + bias with the enrolment template t(a) = normalise(g(a) - centre) and a learned shared
-  `centre` [c] (measured: with t = g the batch's impostor pairs drove features to zero within 60 steps and the
-  logits stayed constant; scale starts at 1: at 10 the same collapse followed). Every probe of the batch against every other, with `hyper_task`'s objective.
+  `centre` [c], which lets a template score a face below 0. The scale starts at 1: started at 10, every pair's
+  logit began near 9 and the impostor pairs drove the features to zero within 60 steps (BCE stuck at ln 2, with
+  or without the centre; measured). Every probe of the batch against every other, with `hyper_task`'s objective.
   Params {'theta': f's [D], 'centre': [c], 'similarity': (scale, bias)}; `shared_f_enrol` makes per-user thetas."""
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
