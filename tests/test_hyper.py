@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,7 +117,10 @@ def test_generator_emits_he_scaled_verifiers():
   assert 0.3 * expected_std < float(jnp.std(conv1)) < 3 * expected_std
 
 
-def test_generator_learns_a_separable_toy_problem():
+# The paper's form, then a shared base (theta_0 learns colour features once, the personal logit layer which to accept)
+# with normalised features and the graded objective.
+@pytest.mark.parametrize('shared_base, steps, learning_rate', [(False, 60, 1e-3), (True, 150, 3e-3)])
+def test_generator_learns_a_separable_toy_problem(shared_base, steps, learning_rate):
   # Four users, each with its own embedding and its own probe colour: the generated verifiers must learn to
   # accept their user's colour and reject the others'.
   users, per_user = 4, 3
@@ -126,9 +131,12 @@ def test_generator_learns_a_separable_toy_problem():
   batch = {'enrol': jnp.asarray(np.eye(users, 8), jnp.float32), 'probes': jnp.asarray(probes),
            'probe_embed': jnp.asarray(np.repeat(np.eye(users, 8), per_user, axis=0), jnp.float32),
            'probe_user': jnp.repeat(jnp.arange(users), per_user), 'norm_weight': jnp.zeros(users)}
-  task = objectives.hyper_task(hypernet.WeightGenerator(SPEC, hidden=16), SPEC, 8, batches=None)
+  spec = dataclasses.replace(SPEC, normalize_features=shared_base)
+  objective = {'distill_weight': 1.0, 'distill_centre': 0.5, 'distill_scale': 10.0} if shared_base else {}
+  gen = hypernet.WeightGenerator(spec, hidden=16, shared_base=shared_base)
+  task = objectives.hyper_task(gen, spec, 8, batches=None, **objective)
   params = task.init(jax.random.key(0))['params']
-  optimizer = optax.adam(1e-3)
+  optimizer = optax.adam(learning_rate)
   opt_state = optimizer.init(params)
 
   @jax.jit
@@ -138,11 +146,13 @@ def test_generator_learns_a_separable_toy_problem():
     return optax.apply_updates(params, updates), opt_state, metrics
 
   history = []
-  for _ in range(60):
+  for _ in range(steps):
     params, opt_state, metrics = step(params, opt_state)
     history.append(metrics)
   assert history[-1]['bce'] < 0.25 * history[0]['bce']
   assert history[-1]['pair_accuracy'] == 1.0
+  if shared_base:
+    assert history[-1]['distill'] < 0.25 * history[0]['distill']
 
 
 @pytest.mark.parametrize('positive_weight', [3.0, 0.0])  # 0.0, every config's default: #negatives / #positives
