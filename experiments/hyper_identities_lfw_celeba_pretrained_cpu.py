@@ -2,7 +2,7 @@
 
 experiments/hyper_celeba_pretrained_cpu.py's chosen settings at 1,000 steps, with one probe per user and 96 users
 a step (so that LFW's many two-image people can train; 96 x 96 scored pairs a step), on CelebA's training people
-plus LFW's people with at least two images, less every CFP person (`extra_train_exclude`): about 1,900 people.
+plus LFW's people with at least two images, less every CFP person (`extra_train_exclude`): 1,714 people.
 Each row trains on a nested seeded sample of 100 to all of them (fewer than a step's 96 users cannot fill a batch).
 These runs TRAIN ON LFW and so never report it: they report the 60 held-out CelebA people (the same 3,000 pairs as
 every other hypernetwork table), the 18 validation people, and CFP-FF and CFP-FP (official 10-fold protocols).
@@ -10,7 +10,7 @@ Last, a least-squares line of held-out AUC against log10(training people), and w
 people (an extrapolation far outside the measured range; AUC is bounded by 1).
 Run:      python experiments/hyper_identities_lfw_celeba_pretrained_cpu.py   (finished rows are read back)
 Data:     $FVJAX_DATA_DIR/celeba_aligned, lfw_aligned (training only), cfp_aligned (evaluation only).
-Runtime:  about 40 minutes on 2 CPU cores (LFW's and CFP's faces through dlib_resnet once, then 5 rows).
+Runtime:  64 minutes on 2 CPU cores shared with other runs (LFW's and CFP's faces through dlib_resnet once, then 5 rows).
 """
 
 import json
