@@ -1,7 +1,7 @@
 """Ablations of the hypernetwork verifiers on the pretrained dlib_resnet backbone: one table from one command.
 
-Each row is experiments/hyper_paper_celeba_pretrained_cpu.py (every weight of f generated) shortened to 300 steps (objectives switched at step 150),
-with one knob changed: f's input resolution, f's width (2x and 4x the 23,617-parameter budget), KCS hard negatives,
+Each row is experiments/hyper_paper_celeba_pretrained_cpu.py (every weight of f generated) shortened to 300 steps
+(objectives switched at step 150), with one knob changed: f's input resolution, f's width (2x and 4x the 23,617-parameter budget), KCS hard negatives,
 the norm penalty, the switch point of the objective schedule, augmentation of the probe images (flip and 4-pixel
 crops; then with contrast and brightness jitter of +-20% as well). Same identity split, seed and 3,000 held-out
 CelebA pairs for every row; the last column is AUC on pairs of the generator's own training people.

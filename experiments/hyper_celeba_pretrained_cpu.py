@@ -10,7 +10,8 @@ kept out of training for calibration), never on the 60 held-out ones:
 - 64 users x 2 probes per step (8,192 scored pairs), learning rate 3e-3; flips, 8-pixel crops, +-30% contrast and
   brightness on the probes; no KCS and no norm penalty (neither helped on the validation people).
 Run:      python experiments/hyper_celeba_pretrained_cpu.py
-Data:     $FVJAX_DATA_DIR/celeba_aligned (162 training / 18 validation / 60 held-out identities), $FVJAX_DATA_DIR/lfw_aligned.
+Data:     $FVJAX_DATA_DIR/celeba_aligned (162 training / 18 validation / 60 held-out identities),
+          $FVJAX_DATA_DIR/lfw_aligned.
 Protocol: as the paper config: 3,000 balanced pairs of held-out CelebA identities and LFW's 6,000 pairs, enrol one
           image and probe the other, both orders, beside the cosine of the same backbone on the same pairs.
 Runtime:  about 15 minutes on 2 CPU cores (6 min of training; LFW's 12,000 images through dlib_resnet once).

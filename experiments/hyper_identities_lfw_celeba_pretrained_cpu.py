@@ -10,7 +10,8 @@ Last, a least-squares line of held-out AUC against log10(training people), and w
 people (an extrapolation far outside the measured range; AUC is bounded by 1).
 Run:      python experiments/hyper_identities_lfw_celeba_pretrained_cpu.py   (finished rows are read back)
 Data:     $FVJAX_DATA_DIR/celeba_aligned, lfw_aligned (training only), cfp_aligned (evaluation only).
-Runtime:  64 minutes on 2 CPU cores shared with other runs (LFW's and CFP's faces through dlib_resnet once, then 5 rows).
+Runtime:  64 minutes on 2 CPU cores shared with other runs (LFW's and CFP's faces through dlib_resnet once,
+          then 5 rows).
 """
 
 import json

@@ -2,7 +2,8 @@
 
 Every weight of f is generated from the enrolment embedding and trained with the paper's objective (weighted BCE,
 KCS and the norm penalty from half-way): the paper-faithful row of experiments/README.md. The chosen settings of
-experiments/hyper_celeba_pretrained_cpu.py start from this config. The generator reads dlib_resnet's 128-d descriptors; f stays the 23,617-parameter image network. Same data, identity
+experiments/hyper_celeba_pretrained_cpu.py start from this config. The generator reads dlib_resnet's 128-d
+descriptors; f stays the 23,617-parameter image network. Same data, identity
 split and schedule as experiments/hyper_celeba_cpu.py (which uses the from-scratch seesaw_shuffle), so the two
 tables compare backbones; LFW's 6,000 standard pairs are scored too (never trained on).
 Run:      python experiments/hyper_paper_celeba_pretrained_cpu.py

@@ -51,8 +51,8 @@ class Verifiers:
 
   def score(self, thetas: np.ndarray, probes: np.ndarray) -> np.ndarray:
     """logits float32 [U, P] of every enrolled user's verifier (thetas [U, D]) on uint8 probes [P, 112, 112, 3]."""
-    return personalized.score_matrix(thetas, edge.verifier_input(_faces(probes, 'probes', '[P, 112, 112, 3]'), self.spec),
-                                     self.spec)
+    inputs = edge.verifier_input(_faces(probes, 'probes', '[P, 112, 112, 3]'), self.spec)
+    return personalized.score_matrix(thetas, inputs, self.spec)
 
   def score_pairs(self, thetas: np.ndarray, probes: np.ndarray, chunk: int = 512) -> np.ndarray:
     """logits float32 [U] of user u's verifier on probe u alone (thetas [U, D], uint8 probes [U, 112, 112, 3]):

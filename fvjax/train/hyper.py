@@ -13,8 +13,8 @@ enrolment image and `positives_per_user` other images per user. Every user's
 generated f scores every probe of the batch: its own images are positives, the
 other users' (look-alike) images negatives.
 
-Loss (`fvjax.train.objectives`, which holds the tasks; evaluation: `fvjax.train.hyper_eval`) = weighted BCE (positives weighted
-`positive_weight`, default #negatives / #positives) + distill_weight * the
+Loss (`fvjax.train.objectives`, which holds the tasks; evaluation:
+`fvjax.train.hyper_eval`) = weighted BCE (positives weighted `positive_weight`, default #negatives / #positives) + distill_weight * the
 squared distance of each logit to the backbone's cosine of its pair (0 in the
 paper's objective) + norm_penalty * mean ||theta||^2, the penalty switched on
 from `norm_penalty_start` (the schedule of objectives; the paper's exact
@@ -221,7 +221,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   if config.method == 'shared_f':
     task = objectives.shared_f_task(spec, features.shape[-1], batches, centre, **objective(config))
   elif config.method == 'hypernetwork':
-    task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre, **objective(config))
+    task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre,
+                                 **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   state = train_from_config(task, config, workdir, progress=progress)
@@ -237,22 +238,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'backbone_madds': backbone.madds,
       'verification': {},
   }
+  verification = report['verification']
+  identity_pairs = lambda idx: hyper_eval.evaluate_identity_pairs(enrol, features, faces, idx, config, spec)
   if len(test_idx):
-    report['verification']['held_out_identities'] = hyper_eval.evaluate_identity_pairs(enrol, features, faces, test_idx,
-                                                                            config, spec)
+    verification['held_out_identities'] = identity_pairs(test_idx)
   if len(calibration_idx):  # training people the generator never saw: where settings are chosen
-    report['verification']['validation_identities'] = hyper_eval.evaluate_identity_pairs(enrol, features, faces,
-                                                                              calibration_idx, config, spec)
-  report['verification']['training_identities'] = hyper_eval.evaluate_identity_pairs(enrol, features, faces, image_indices,
-                                                                          config, spec)
+    verification['validation_identities'] = identity_pairs(calibration_idx)
+  verification['training_identities'] = identity_pairs(image_indices)
   if len(test_idx) and config.identification:
     report['identification'] = hyper_eval.evaluate_identification(enrol, features, faces, test_idx, spec,
-                                                       calibration.CalibrationSet.load(workdir), config)
+                                                                  calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
     images, issame = data.read_pair_images(path)
     embeddings = features_lib.pair_set_embeddings(backbone, path, images)
     inputs = edge.verifier_input(images, spec)
-    report['verification'][Path(path).stem] = hyper_eval.evaluate_pairs(enrol, embeddings, inputs, issame, spec)
+    verification[Path(path).stem] = hyper_eval.evaluate_pairs(enrol, embeddings, inputs, issame, spec)
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
 
