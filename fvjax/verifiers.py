@@ -14,7 +14,6 @@ a `shared_f` run of their normalised pooled f features. Scoring runs through `fv
 """
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import jax
@@ -24,7 +23,6 @@ import numpy as np
 
 from fvjax import backbones, calibration, checkpoint, edge
 from fvjax.eval import personalized, verification
-from fvjax.models import verifier
 from fvjax.models.hypernet import enrolment_embedding
 from fvjax.train import hyper
 
@@ -57,12 +55,8 @@ class Verifiers:
   def score_pairs(self, thetas: np.ndarray, probes: np.ndarray, chunk: int = 512) -> np.ndarray:
     """logits float32 [U] of user u's verifier on probe u alone (thetas [U, D], uint8 probes [U, 112, 112, 3]):
     the pair protocol's scores, without the U x U matrix."""
-    inputs = edge.verifier_input(_faces(probes, 'probes', '[U, 112, 112, 3]'), self.spec)
-    if len(inputs) != len(thetas):
-      raise ValueError(f'score_pairs needs one probe per user: {len(thetas)} thetas, {len(inputs)} probes')
-    pair = _pair_fn(self.spec)
-    return np.concatenate([np.asarray(pair(jnp.asarray(thetas[i:i + chunk], jnp.float32), inputs[i:i + chunk]))
-                           for i in range(0, len(inputs), chunk)])
+    return personalized.pair_logits(thetas, edge.verifier_input(_faces(probes, 'probes', '[U, 112, 112, 3]'),
+                                                                self.spec), self.spec, chunk)
 
   def thresholds(self, thetas: np.ndarray, far: float = 1e-3) -> np.ndarray | None:
     """Each user's logit threshold [U] at false-accept rate `far` on the run's calibration faces (people kept out
@@ -82,11 +76,6 @@ def load(workdir: str | Path) -> Verifiers:
                    embed_fn=backbones.load(config.backbone).features_fn,
                    enrol_fn=hyper.enrolment_fn(config, params),
                    calibration_set=calibration.CalibrationSet.load(workdir))
-
-
-@functools.lru_cache(maxsize=8)
-def _pair_fn(spec: edge.VerifierSpec):
-  return jax.jit(jax.vmap(lambda theta, x: verifier.apply(theta, x[None], spec)[0]))
 
 
 def _faces(faces: np.ndarray, name: str, shapes: str) -> np.ndarray:

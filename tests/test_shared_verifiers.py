@@ -194,3 +194,16 @@ def test_pair_set_embeddings_are_computed_once_per_backbone_and_file(tmp_path, m
   np.testing.assert_array_equal(features_lib.pair_set_embeddings(Backbone, pair_file, images), first)
   assert len(calls) == made  # read back, not recomputed
   assert not list((tmp_path / 'cache').rglob('*.partial.npy'))
+
+
+def test_pair_logits_are_the_score_matrix_diagonal_and_features_what_the_logit_reads():
+  from fvjax.eval import personalized
+  thetas = np.stack([np.asarray(verifier.init_theta(jax.random.key(i), NORMED)) for i in range(5)])
+  inputs = np.asarray(jax.random.normal(jax.random.key(9), (5, 64, 64, 3)))
+  np.testing.assert_allclose(personalized.pair_logits(thetas, inputs, NORMED, chunk=2),
+                             np.diag(personalized.score_matrix(thetas, inputs, NORMED)), rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='one input per user: 5 thetas, 4 inputs'):
+    personalized.pair_logits(thetas, inputs[:4], NORMED)
+  g = numpy_pooled(thetas[0], inputs, NORMED)
+  np.testing.assert_allclose(verifier.features(jnp.asarray(thetas[0]), inputs, NORMED),
+                             g / np.linalg.norm(g, axis=1, keepdims=True), rtol=1e-4, atol=1e-5)

@@ -10,6 +10,7 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fvjax import calibration, imageio, parallel
@@ -84,6 +85,22 @@ def _tile_fn(spec, mesh, users_per_step):
   rep, split = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   return jax.jit(lambda thetas, x: verifier.apply_many(thetas, x, spec, users_per_step), in_shardings=(split, rep),
                  out_shardings=rep)
+
+
+def pair_logits(thetas: np.ndarray, inputs: np.ndarray, spec: verifier.VerifierSpec = verifier.VerifierSpec(),
+                chunk: int = 512) -> np.ndarray:
+  """logits [U] of user u's verifier (thetas [U, D]) on input u alone (inputs [U, s, s, C]): the diagonal of
+  `score_matrix`, computed directly, `chunk` rows at a time."""
+  if len(thetas) != len(inputs):
+    raise ValueError(f'pair_logits needs one input per user: {len(thetas)} thetas, {len(inputs)} inputs')
+  pair = _pair_fn(spec)
+  return np.concatenate([np.asarray(pair(jnp.asarray(thetas[i:i + chunk], jnp.float32), inputs[i:i + chunk]))
+                         for i in range(0, len(inputs), chunk)])
+
+
+@functools.lru_cache(maxsize=16)
+def _pair_fn(spec):
+  return jax.jit(jax.vmap(lambda theta, x: verifier.apply(theta, x[None], spec)[0]))
 
 
 def calibrate(thetas: np.ndarray, calibration_set: calibration.CalibrationSet, far: float,

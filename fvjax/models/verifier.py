@@ -81,10 +81,19 @@ def apply(theta: jax.Array, images: jax.Array, spec: VerifierSpec = VerifierSpec
   from_layer: `images` are the activations of `stem(theta, ..., from_layer)`; f runs from there on.
   """
   p = unflatten(theta, spec)
-  pooled = jnp.mean(_conv_layers(p, images, spec, range(from_layer, len(spec.strides)), conv_impl), axis=(1, 2))
+  return _pooled(p, images, spec, conv_impl, from_layer) @ p['logit/kernel'] + p['logit/bias']
+
+
+def features(theta: jax.Array, images: jax.Array, spec: VerifierSpec, conv_impl: str = 'xla') -> jax.Array:
+  """What f's logit layer reads: pooled features [B, c] of images [B, s, s, C] (L2-normalised when the spec says)."""
+  return _pooled(unflatten(theta, spec), images, spec, conv_impl, 0)
+
+
+def _pooled(p: dict[str, jax.Array], x: jax.Array, spec: VerifierSpec, conv_impl: str, from_layer: int) -> jax.Array:
+  pooled = jnp.mean(_conv_layers(p, x, spec, range(from_layer, len(spec.strides)), conv_impl), axis=(1, 2))
   if spec.normalize_features:
     pooled = pooled * jax.lax.rsqrt(jnp.sum(pooled**2, axis=-1, keepdims=True) + FEATURE_EPS)
-  return pooled @ p['logit/kernel'] + p['logit/bias']
+  return pooled
 
 
 def apply_many(thetas: jax.Array, inputs: jax.Array, spec: VerifierSpec = VerifierSpec(), users_per_step: int = 1,

@@ -4,7 +4,6 @@ orders, beside the backbone's cosine on the same pairs) and 1:N identification w
 `enrol` is `hyper.enrolment_fn`'s (embeddings [U, E], inputs [U, s, s, 3]) -> thetas [U, D].
 """
 
-import jax
 import numpy as np
 
 from fvjax import calibration, data, edge
@@ -70,7 +69,8 @@ def evaluate_pairs(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np
 
 def _pair_logits(enrol, enrol_embeddings: np.ndarray, enrol_inputs: np.ndarray, probes: np.ndarray, spec,
                  chunk: int = 512) -> np.ndarray:
-  """f(enrol(row i), probe[i]) for aligned rows (the diagonal of the score matrix, computed directly)."""
-  fn = jax.jit(jax.vmap(lambda t, x: verifier.apply(t, x[None], spec)[0]))
-  return np.concatenate([np.asarray(fn(enrol(enrol_embeddings[i:i + chunk], enrol_inputs[i:i + chunk]),
-                                       probes[i:i + chunk])) for i in range(0, len(probes), chunk)])
+  """f(enrol(row i), probe[i]) for aligned rows, enrolling `chunk` rows at a time (their thetas are large)."""
+  return np.concatenate([personalized.pair_logits(np.asarray(enrol(enrol_embeddings[i:i + chunk],
+                                                                   enrol_inputs[i:i + chunk])),
+                                                  probes[i:i + chunk], spec, chunk)
+                         for i in range(0, len(probes), chunk)])

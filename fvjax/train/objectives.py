@@ -20,7 +20,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fvjax import edge
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator, with_input_centre
 from fvjax.models.layers import l2_normalize
@@ -91,7 +90,7 @@ def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, inp
 
   def loss(params, model_state, batch, rng):
     del rng
-    g = pooled_features(params['theta'], batch['probes'], spec, conv_impl)  # [P, c]
+    g = verifier.features(params['theta'], batch['probes'], spec, conv_impl)  # [P, c], unit (spec checked)
     scale, bias = params['similarity'][0], params['similarity'][1]
     logits = scale * l2_normalize(g - params['centre']) @ g.T + bias
     targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
@@ -111,20 +110,13 @@ def require_normalized_features(spec: verifier.VerifierSpec) -> None:
     raise ValueError("method='shared_f' compares f's features by cosine: set verifier.normalize_features=True")
 
 
-def pooled_features(theta: jax.Array, inputs: jax.Array, spec: verifier.VerifierSpec, conv_impl: str = 'xla'
-                    ) -> jax.Array:
-  """f's normalised pooled features [B, c] of inputs [B, s, s, 3] (what its logit layer reads)."""
-  pooled = jnp.mean(verifier.stem(theta, inputs, spec, len(spec.strides), conv_impl), axis=(1, 2))
-  return pooled * jax.lax.rsqrt(jnp.sum(pooled**2, axis=-1, keepdims=True) + edge.FEATURE_EPS)
-
-
 def shared_f_enrol(params: dict, inputs: jax.Array, spec: verifier.VerifierSpec) -> jax.Array:
   """Per-user thetas [U, D] of the floor from enrolment inputs [U, s, s, 3] (or [U, n, s, s, 3]: the mean of the n
   normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * t(enrolment) and
   whose bias is the shared bias, so f(theta_u, x) = scale * <t(enrolment), g(x)> + bias (see `shared_f_task`)."""
   shared = verifier.unflatten(params['theta'], spec)
   images = inputs.reshape(-1, *inputs.shape[-3:])
-  g = pooled_features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
+  g = verifier.features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
   if g.ndim == 3:
     g = l2_normalize(jnp.mean(g, axis=1))
   kernels = params['similarity'][0] * l2_normalize(g - params['centre'])
