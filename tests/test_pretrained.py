@@ -162,12 +162,13 @@ def photo_from_crop(crop: np.ndarray, angle_deg: float, scale: float, offset, ca
   return np.asarray(canvas)
 
 
-def test_a_raw_photo_aligns_back_to_its_crop(model, celeba_dir, tmp_path):
+@pytest.mark.parametrize('detector', align.DETECTORS)
+def test_a_raw_photo_aligns_back_to_its_crop(model, celeba_dir, tmp_path, detector):
   crop = crops(celeba_dir, 1, stride=1)[0]
   photo = photo_from_crop(crop, angle_deg=12, scale=2.2, offset=(150, 60))
   path = tmp_path / 'selfie.jpg'
   Image.fromarray(photo).save(path, quality=95)
-  aligned = align.read_face(path)  # not 112x112: aligned automatically
+  aligned = align.read_face(path, detector=detector)  # not 112x112: aligned automatically
   assert aligned.shape == (112, 112, 3) and aligned.dtype == np.uint8
   centre = (slice(24, 88), slice(24, 88))  # the face itself: the crop's borders were never in the photo
   assert np.abs(aligned[centre].astype(float) - crop[centre]).mean() < 20
@@ -203,9 +204,18 @@ def test_no_face_and_several_faces(celeba_dir, tmp_path):
   alone = photo('alone.png', [(large, 250, (240, 25))])
   with pytest.warns(UserWarning, match='2 faces in .*group.png: using the largest'):
     aligned = align.read_face(group)
-  np.testing.assert_array_equal(aligned, align.read_face(alone))  # the large face, as it is aligned on its own
+  # The large face, as it is aligned on its own (MTCNN's batches differ in size: a pixel may round the other way).
+  assert np.abs(aligned.astype(int) - align.read_face(alone)).max() <= 1
   with pytest.raises(ValueError, match='unknown align mode'):
     align.read_face(group, 'sometimes')
+
+
+def test_face_selection_largest_or_nearest_the_centre():
+  boxes = np.array([[0, 0, 100, 100], [140, 140, 170, 170]], np.float32)
+  assert align._pick(boxes, (300, 300), 'largest') == 0
+  assert align._pick(boxes, (300, 300), 'centre') == 1
+  with pytest.raises(ValueError, match='unknown face selection'):
+    align.detect_landmarks(np.zeros((50, 50, 3), np.uint8), select='middle')
 
 
 def test_identity_folder_of_raw_photos_is_aligned_while_preparing(celeba_dir, tmp_path):
