@@ -226,17 +226,23 @@ def align_photo(image: np.ndarray, source: str = '<image>', detector: str = 'mtc
 ALIGN_MODES = ('auto', 'always', 'never')
 
 
-def read_face(path: str | os.PathLike, mode: str = 'auto', detector: str = 'mtcnn') -> np.ndarray:
+def read_face(path: str | os.PathLike, mode: str = 'auto', detector: str = 'mtcnn',
+              face_check: bool = False) -> np.ndarray:
   """An image file -> an insightface-aligned uint8 crop [112, 112, 3].
 
   mode: 'always' aligns the largest face found (`align_photo`); 'never' takes the image as an aligned crop
   (other sizes are scaled and padded, `imageio.decode_face`); 'auto' takes 112x112 images as aligned crops and
-  aligns every other image.
+  aligns every other image. face_check: an image taken as a crop must hold a face where an aligned crop has one
+  (`fvjax.facecheck.require_face`, raising NotAFaceError); an aligned photo has one by construction.
   """
   if mode not in ALIGN_MODES:
     raise ValueError(f'unknown align mode {mode!r}; expected one of {ALIGN_MODES}')
   image = imageio.decode_image(Path(path).read_bytes(), source=str(path))
   is_crop = image.shape[:2] == (CROP_SIZE, CROP_SIZE)
   if mode == 'never' or (mode == 'auto' and is_crop):
-    return image if is_crop else imageio.fit_and_pad(image, CROP_SIZE)
+    crop = image if is_crop else imageio.fit_and_pad(image, CROP_SIZE)
+    if face_check:
+      from fvjax import facecheck  # it imports this module
+      facecheck.require_face(crop, source=str(path))
+    return crop
   return align_photo(image, source=str(path), detector=detector)

@@ -85,7 +85,8 @@ def _image_paths(items: list[str]) -> list[Path]:
   return [Path(p) for p in items]
 
 
-def run_verify(user_path: str, image_paths: list[str], threshold: float | None, align_mode: str = 'auto') -> bool:
+def run_verify(user_path: str, image_paths: list[str], threshold: float | None, align_mode: str = 'auto',
+               face_check: bool = True) -> bool:
   """Scores images with a user's verifier in NumPy; prints score, threshold and decision per image.
 
   Returns whether every image was accepted (`fvjax verify` exits 0 then, else 1).
@@ -97,7 +98,7 @@ def run_verify(user_path: str, image_paths: list[str], threshold: float | None, 
     threshold = user.threshold
   else:
     print(f'user {user.name!r}: threshold {threshold:+.3f} (given on the command line)')
-  faces = [align.read_face(p, align_mode) for p in image_paths]
+  faces = [align.read_face(p, align_mode, face_check=face_check) for p in image_paths]
   logits = edge.numpy_forward(user.theta, edge.verifier_input(np.stack(faces), spec), spec)
   for path, logit in zip(image_paths, logits):
     decision = 'ACCEPT' if logit >= threshold else 'reject'
@@ -153,20 +154,25 @@ def print_coreset_report(report: dict, command: str) -> None:
 
 
 ALIGN_HELP = ('auto: 112x112 images are aligned crops, other images are raw photos whose largest face is aligned '
-              "(needs pip install 'fvjax[align]'); always; never: take every image as a crop")
+              '(MTCNN, shipped); always; never: take every image as a crop')
+FACE_CHECK_HELP = ('take images given as crops without checking that they hold a face where an aligned crop has one '
+                   '(the check runs MTCNN, which needs JAX)')
 
-# Each command imports what it needs when it runs: `fvjax verify` stays NumPy-only, and --help is instant.
+# Each command imports what it needs when it runs: `fvjax verify --no-face-check` on crops stays NumPy-only, and --help
+# is instant.
 
 
 def _run_verify(args, command: str) -> int:
   del command
-  return 0 if run_verify(args.user, args.images, args.threshold, args.align) else 1
+  return 0 if run_verify(args.user, args.images, args.threshold, args.align, not args.no_face_check) else 1
 
 
 def _read_faces(args) -> tuple[list[Path], np.ndarray]:
-  """(paths, aligned uint8 faces [n, 112, 112, 3]) of the `images` argument, read with `--align`."""
+  """(paths, aligned uint8 faces [n, 112, 112, 3]) of the `images` argument, read with `--align`, each image taken
+  as a crop checked for a face unless --no-face-check."""
   paths = _image_paths(args.images)
-  faces = np.stack([align.read_face(p, args.align) for p in paths]) if paths else np.zeros((0, 112, 112, 3), np.uint8)
+  faces = [align.read_face(p, args.align, face_check=not args.no_face_check) for p in paths]
+  faces = np.stack(faces) if faces else np.zeros((0, 112, 112, 3), np.uint8)
   return paths, faces
 
 
@@ -292,6 +298,7 @@ def _add_enrolment_arguments(parser: argparse.ArgumentParser) -> None:
                       help="false-accept rate the user's threshold is calibrated for (on the faces the hypernetwork "
                            'run held out)')
   parser.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+  parser.add_argument('--no-face-check', action='store_true', help=FACE_CHECK_HELP)
 
 
 def _at_least_one(text: str) -> int:
@@ -389,14 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
   identify.add_argument('--skip-bad', action='store_true', help='leave out unreadable user files (named) instead of '
                                                                  'stopping')
   identify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+  identify.add_argument('--no-face-check', action='store_true', help=FACE_CHECK_HELP)
 
-  verify = sub.add_parser('verify', help='accept or reject images against a user file (NumPy only: no JAX '
-                                         'needed); exit status 0 when every image is accepted, 1 otherwise')
+  verify = sub.add_parser('verify', help='accept or reject images against a user file (NumPy only with '
+                                         '--no-face-check on aligned crops); exit status 0 when every image is '
+                                         'accepted, 1 otherwise')
   verify.set_defaults(run=_run_verify)
   verify.add_argument('user', help='.fvjax user file')
   verify.add_argument('images', nargs='+')
   verify.add_argument('--threshold', type=float, default=None, help="logit threshold (default: the file's)")
   verify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+  verify.add_argument('--no-face-check', action='store_true', help=FACE_CHECK_HELP)
   return parser
 
 

@@ -2,11 +2,18 @@
 
 import re
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fvjax import cli
 
 RANDOM_BYTES = bytes(range(256)) * 4
+
+
+def _noise_image(path):
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(path)
+  return path
 
 
 def _write(path, content: bytes):
@@ -33,6 +40,9 @@ CASES = [
     ('a missing hypernetwork run', lambda d: ['enroll', '--hyper', str(d / 'no_run'), '--images',
                                               str(cli.DEMO_DATA / 's1' / '1.pgm'), '--out', str(d / 'u.fvjax'),
                                               '--align', 'never'], 2, 'no checkpoints under .*no_run'),
+    ('noise enrolled as an aligned crop', lambda d: ['enroll', '--hyper', str(d / 'no_run'), '--images',
+                                                     str(_noise_image(d / 'noise.png')), '--out', str(d / 'u.fvjax')],
+     2, 'noise.png does not look like an aligned face: no face found; pass --no-face-check'),
     ('enrol over an existing file', lambda d: ['enroll', '--hyper', str(d), '--images', 'x.jpg', '--out',
                                                str(_write(d / 'taken.fvjax', b'keep me'))], 2,
      'taken.fvjax exists; give --force to overwrite it'),

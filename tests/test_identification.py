@@ -149,4 +149,5 @@ def test_verify_exit_status_follows_the_decision(tmp_path):
   for threshold, status in ((logit - 1.0, 0), (logit + 1.0, 1)):
     path = tmp_path / f'{status}.fvjax'
     userfile.save(path, userfile.User(user.theta, user.spec, user.name, threshold=threshold))
-    assert cli.main(['verify', str(path), str(face), '--align', 'never']) == status
+    assert cli.main(['verify', str(path), str(face), '--align', 'never', '--no-face-check']) == status
+  assert cli.main(['verify', str(path), str(face), '--align', 'never']) == 2  # flat grey is not a face
