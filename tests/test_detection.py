@@ -142,3 +142,15 @@ def test_detect_batch_equals_detect_per_image(mtcnn_dir):
   images = [np.asarray(Image.open(mtcnn_dir / 'oracle' / r['image']).convert('RGB')) for r in records]
   for faces, image in zip(detection.detect_batch(images), images):
     jax.tree.map(np.testing.assert_array_equal, faces, detection.detect(image))
+
+
+def test_a_raw_photo_aligns_without_dlib(mtcnn_dir, monkeypatch, tmp_path):
+  """The core install aligns photos: MTCNN ships in the package, dlib is not imported."""
+  import sys
+  from fvjax import align
+  monkeypatch.setitem(sys.modules, 'dlib', None)  # `import dlib` now fails
+  name = json.loads((mtcnn_dir / 'oracle' / 'detections.json').read_text())['records'][0]['image']
+  crop = align.read_face(mtcnn_dir / 'oracle' / name)
+  assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+  with pytest.raises(ImportError):
+    align.read_face(mtcnn_dir / 'oracle' / name, detector='dlib')
