@@ -226,11 +226,12 @@ def align_photo(image: np.ndarray, source: str = '<image>', detector: str = 'mtc
 ALIGN_MODES = ('auto', 'always', 'never')
 
 
-def read_face(path: str | os.PathLike, mode: str = 'auto', detector: str = 'mtcnn',
-              face_check: bool = False) -> np.ndarray:
+def read_face(path: str | os.PathLike, mode: str = 'auto', detector: str = 'mtcnn', face_check: bool = False,
+              select: str = 'largest') -> np.ndarray:
   """An image file -> an insightface-aligned uint8 crop [112, 112, 3].
 
-  mode: 'always' aligns the largest face found (`align_photo`); 'never' takes the image as an aligned crop
+  mode: 'always' aligns one face (`align_photo`: the largest, or the one nearest the centre with
+  select='centre'); 'never' takes the image as an aligned crop
   (other sizes are scaled and padded, `imageio.decode_face`); 'auto' takes 112x112 images as aligned crops and
   aligns every other image. face_check: an image taken as a crop must hold a face where an aligned crop has one
   (`fvjax.facecheck.require_face`, raising NotAFaceError); an aligned photo has one by construction.
@@ -245,4 +246,4 @@ def read_face(path: str | os.PathLike, mode: str = 'auto', detector: str = 'mtcn
       from fvjax import facecheck  # it imports this module
       facecheck.require_face(crop, source=str(path))
     return crop
-  return align_photo(image, source=str(path), detector=detector)
+  return align_photo(image, source=str(path), detector=detector, select=select)

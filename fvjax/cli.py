@@ -86,7 +86,7 @@ def _image_paths(items: list[str]) -> list[Path]:
 
 
 def run_verify(user_path: str, image_paths: list[str], threshold: float | None, align_mode: str = 'auto',
-               face_check: bool = True) -> bool:
+               face_check: bool = True, select: str = 'largest') -> bool:
   """Scores images with a user's verifier in NumPy; prints score, threshold and decision per image.
 
   Returns whether every image was accepted (`fvjax verify` exits 0 then, else 1).
@@ -98,7 +98,7 @@ def run_verify(user_path: str, image_paths: list[str], threshold: float | None, 
     threshold = user.threshold
   else:
     print(f'user {user.name!r}: threshold {threshold:+.3f} (given on the command line)')
-  faces = [align.read_face(p, align_mode, face_check=face_check) for p in image_paths]
+  faces = [align.read_face(p, align_mode, face_check=face_check, select=select) for p in image_paths]
   logits = edge.numpy_forward(user.theta, edge.verifier_input(np.stack(faces), spec), spec)
   for path, logit in zip(image_paths, logits):
     decision = 'ACCEPT' if logit >= threshold else 'reject'
@@ -153,8 +153,9 @@ def print_coreset_report(report: dict, command: str) -> None:
   print(f'(TAR@FAR below 1/#impostor pairs is not resolvable: nan.) Reproduce: {command}')
 
 
-ALIGN_HELP = ('auto: 112x112 images are aligned crops, other images are raw photos whose largest face is aligned '
+ALIGN_HELP = ('auto: 112x112 images are aligned crops, other images are raw photos whose face is aligned '
               '(MTCNN, shipped); always; never: take every image as a crop')
+FACE_HELP = 'which face of a raw photo with several: the largest (default) or the one nearest the centre'
 FACE_CHECK_HELP = ('take images given as crops without checking that they hold a face where an aligned crop has one '
                    '(the check runs MTCNN, which needs JAX)')
 
@@ -164,14 +165,15 @@ FACE_CHECK_HELP = ('take images given as crops without checking that they hold a
 
 def _run_verify(args, command: str) -> int:
   del command
-  return 0 if run_verify(args.user, args.images, args.threshold, args.align, not args.no_face_check) else 1
+  accepted = run_verify(args.user, args.images, args.threshold, args.align, not args.no_face_check, args.face)
+  return 0 if accepted else 1
 
 
 def _read_faces(args) -> tuple[list[Path], np.ndarray]:
   """(paths, aligned uint8 faces [n, 112, 112, 3]) of the `images` argument, read with `--align`, each image taken
   as a crop checked for a face unless --no-face-check."""
   paths = _image_paths(args.images)
-  faces = [align.read_face(p, args.align, face_check=not args.no_face_check) for p in paths]
+  faces = [align.read_face(p, args.align, face_check=not args.no_face_check, select=args.face) for p in paths]
   faces = np.stack(faces) if faces else np.zeros((0, 112, 112, 3), np.uint8)
   return paths, faces
 
@@ -299,6 +301,7 @@ def _add_enrolment_arguments(parser: argparse.ArgumentParser) -> None:
                            'run held out)')
   parser.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
   parser.add_argument('--no-face-check', action='store_true', help=FACE_CHECK_HELP)
+  parser.add_argument('--face', choices=align.SELECTIONS, default='largest', help=FACE_HELP)
 
 
 def _at_least_one(text: str) -> int:
@@ -397,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  'stopping')
   identify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
   identify.add_argument('--no-face-check', action='store_true', help=FACE_CHECK_HELP)
+  identify.add_argument('--face', choices=align.SELECTIONS, default='largest', help=FACE_HELP)
 
   verify = sub.add_parser('verify', help='accept or reject images against a user file (NumPy only with '
                                          '--no-face-check on aligned crops); exit status 0 when every image is '
@@ -407,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
   verify.add_argument('--threshold', type=float, default=None, help="logit threshold (default: the file's)")
   verify.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
   verify.add_argument('--no-face-check', action='store_true', help=FACE_CHECK_HELP)
+  verify.add_argument('--face', choices=align.SELECTIONS, default='largest', help=FACE_HELP)
   return parser
 
 
