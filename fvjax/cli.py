@@ -16,7 +16,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fvjax import align, edge, runtime, userfile
+from fvjax import align, config_ranges, edge, runtime, userfile
 
 EXIT_REJECTED, EXIT_BAD_INPUT, EXIT_DAMAGED_RUN = 1, 2, 3
 ASSETS = Path(__file__).parent / 'assets'
@@ -37,7 +37,8 @@ def load_experiment(path: str | os.PathLike):
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ml_collections.ConfigDict:
-  """Runs `get_config()` of an experiment file, then applies `key.sub=value` overrides (Python literals)."""
+  """Runs `get_config()` of an experiment file, then applies `key.sub=value` overrides (Python literals); every
+  numeric field is checked against its declared range (`fvjax.config_ranges`)."""
   module = load_experiment(path)
   parsed = {}
   for item in overrides:
@@ -48,7 +49,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> ml_collec
       parsed[key] = ast.literal_eval(value)
     except (ValueError, SyntaxError):
       parsed[key] = value  # a bare string
-  return apply_overrides(module.get_config(), parsed)
+  return config_ranges.check(apply_overrides(module.get_config(), parsed))
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
@@ -334,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
   demo.set_defaults(run=_run_demo)
   demo.add_argument('--data-dir', default=str(DEMO_DATA), help='identity folder (default: the shipped AT&T faces)')
   demo.add_argument('--workdir', default='runs/demo')
-  demo.add_argument('--steps', type=int, default=85, help="backbone training steps (with --backbone seesaw_shuffle)")
+  demo.add_argument('--steps', type=_at_least_one, default=85,
+                    help='backbone training steps (with --backbone seesaw_shuffle)')
   demo.add_argument('--align', choices=align.ALIGN_MODES, default=None,
                     help="how the folder's images become crops (default: 'never' for the shipped faces, else 'auto')")
   demo.add_argument('--backbone', default='pretrained:dlib_resnet',

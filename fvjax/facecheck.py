@@ -64,8 +64,10 @@ def require_face(crop: np.ndarray, source: str = '<image>') -> np.ndarray:
     if np.isinf(check.offset):
       where = 'no face found'
     elif check.offset > check.max_offset:
-      where = f'the nearest face is {check.offset:.0f} px from where an aligned face sits (at most {check.max_offset:.0f})'
+      where = (f'the nearest face is {check.offset:.0f} px from where an aligned face sits '
+               f'(at most {check.max_offset:.0f})')
     else:
-      where = f'the face is {check.scale:.2f} times the size of an aligned face (allowed {SCALE_RANGE[0]}-{SCALE_RANGE[1]})'
+      low, high = SCALE_RANGE
+      where = f'the face is {check.scale:.2f} times the size of an aligned face (allowed {low}-{high})'
     raise NotAFaceError(f'{source} does not look like an aligned face: {where}; pass --no-face-check to use it anyway')
   return crop

@@ -1,0 +1,106 @@
+"""Declared ranges of every numeric config field, checked when a config is loaded, before any work starts.
+
+A field's range is found by its dotted path ('optimizer.learning_rate'), else by its last name ('learning_rate'),
+else by its parent's name ('num_pairs.*'), so one declaration covers the field wherever a trainer's config has it.
+`check` raises ValueError naming the field, the range and the value: `--set total_steps=-5` stops at load instead of
+reporting an untrained model.
+"""
+
+import dataclasses
+import math
+import numbers
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """low <= value (or low < value) and value <= high (or value < high); integer: a whole number."""
+  low: float = -math.inf
+  high: float = math.inf
+  low_open: bool = False
+  high_open: bool = False
+  integer: bool = False
+
+  def contains(self, value) -> bool:
+    if self.integer and not isinstance(value, numbers.Integral):
+      return False
+    if not math.isfinite(value):
+      return False
+    above = value > self.low if self.low_open else value >= self.low
+    below = value < self.high if self.high_open else value <= self.high
+    return above and below
+
+  def describe(self) -> str:
+    kind = 'an integer' if self.integer else 'a finite number'
+    bounds = []
+    if self.low > -math.inf:
+      bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+    if self.high < math.inf:
+      bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+    return f"{kind} {' and '.join(bounds)}".strip()
+
+
+COUNT = Range(1, integer=True)  # sizes, step counts, intervals
+START = Range(0, integer=True)  # a step at which something starts, a padding, a seed; 0 allowed
+FRACTION = Range(0, 1, low_open=True, high_open=True)  # a share of the data or a false-accept rate
+PROBABILITY = Range(0, 1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+
+RANGES = {
+    # counts
+    **{name: COUNT for name in (
+        'total_steps', 'batch_size', 'embedding_size', 'eval_pairs', 'keep_checkpoints', 'log_every',
+        'checkpoint_every', 'eval_every', 'users_per_batch', 'positives_per_user', 'num_clusters', 'hidden',
+        'input_size', 'calibration_images', 'decode_threads', 'coreset_size', 'num_heads', 'set_size', 'max_set_size',
+        'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*')},
+    # steps at which something starts, paddings, seeds, "0 = all"
+    **{name: START for name in ('warmup_steps', 'kcs_start', 'norm_penalty_start', 'crop_padding',
+                                'max_train_identities', 'seed', 'split_seed')},
+    'test_fraction': Range(0, 1, high_open=True),  # 0: no held-out people (paper-scale runs evaluate on .bin sets)
+    **{name: FRACTION for name in ('calibration_fraction', 'validation_fraction', 'calibration_far',
+                                   'selection_far')},
+    **{name: PROBABILITY for name in ('flip', 'dropout_rate', 'brightness', 'contrast', 't_alpha')},
+    'momentum': Range(0, 1, high_open=True),
+    'decay_factor': Range(0, 1, low_open=True),
+    'distill_centre': Range(-1, 1),
+    **{name: POSITIVE for name in ('learning_rate', 's', 'gumbel_tau', 'gumbel_scale', 'distill_scale',
+                                   'grad_clip_norm')},
+    **{name: NON_NEGATIVE for name in ('weight_decay', 'norm_penalty', 'distill_weight', 'margin_weight',
+                                       'positive_weight', 'm', 'h', 'gamma_init')},
+}
+
+
+def range_of(path: str) -> Range | None:
+  """The declared range of the field at dotted `path`, or None."""
+  parts = path.split('.')
+  for key in (path, parts[-1], f'{parts[-2]}.*' if len(parts) > 1 else None):
+    if key in RANGES:
+      return RANGES[key]
+  return None
+
+
+def numeric_fields(config: ml_collections.ConfigDict, prefix: str = '') -> dict:
+  """{dotted path: value} of every number (not bool) in the config, nested ones included."""
+  fields = {}
+  for key, value in config.items():
+    if isinstance(value, (ml_collections.ConfigDict, dict)):
+      fields.update(numeric_fields(ml_collections.ConfigDict(value), f'{prefix}{key}.'))
+    elif isinstance(value, numbers.Number) and not isinstance(value, bool):
+      fields[f'{prefix}{key}'] = value
+  return fields
+
+
+def check(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config itself when every numeric field with a declared range lies in it (and templates.min_size <=
+  templates.max_size); raises ValueError naming the first field that does not."""
+  for path, value in numeric_fields(config).items():
+    declared = range_of(path)
+    if declared is not None and not declared.contains(value):
+      raise ValueError(f'config field {path} must be {declared.describe()}, got {value!r}')
+  templates = config.get('templates')
+  if templates is not None and templates.get('min_size', 0) > templates.get('max_size', math.inf):
+    raise ValueError(f'config field templates.min_size ({templates.min_size}) exceeds templates.max_size '
+                     f'({templates.max_size})')
+  return config
