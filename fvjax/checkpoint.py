@@ -2,11 +2,19 @@
 
 Orbax writes each step into a temporary directory and renames it when
 complete, so a save interrupted by a kill never becomes the latest step. A
-finalised checkpoint that is later damaged (truncated, edited) raises
-`CheckpointError` naming the directory, never a silent fresh start.
+finalised checkpoint that is later damaged (truncated, edited, files deleted):
+- resuming (`resume`) moves it to `<workdir>/damaged_checkpoints/` with a
+  one-line warning and resumes from the newest intact step; when no step is
+  intact it raises `CheckpointError` naming the directory, never a silent fresh
+  start;
+- loading a finished run (`load_run`) restores exactly the step its report.json
+  describes, or raises `CheckpointError` naming both steps.
 """
 
+import json
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,23 +73,110 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: Any = None,
   return restored['state'], restored['meta'], step
 
 
+def _read_meta(mgr: ocp.CheckpointManager, step: int) -> dict:
+  return mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
+def resume(mgr: ocp.CheckpointManager, abstract_state: Any, run_meta: dict) -> tuple[Any, dict, int] | None:
+  """(state, meta, step) of the newest intact checkpoint of a run described by `run_meta`, or None when there is none.
+
+  A newer step that cannot be restored is moved to `<workdir>/damaged_checkpoints/<step>` (kept for inspection, out
+  of the manager's way) with a one-line warning on stderr. Raises CheckpointError when the checkpoints are of a
+  different run (their saved run config differs), or when no step is intact (then nothing is moved).
+  """
+  damaged = []
+  for step in sorted(mgr.all_steps(), reverse=True):
+    try:
+      saved_run = _read_meta(mgr, step).get('run')
+    except Exception:  # unreadable metadata: a damaged step
+      damaged.append(step)
+      continue
+    if saved_run != run_meta:
+      raise CheckpointError(f'{Path(mgr.directory).parent} holds checkpoints of a different run (its config differs '
+                            f'in {_differing_keys(saved_run or {}, run_meta)}); use a new workdir')
+    try:
+      restored = restore(mgr, abstract_state, step)
+    except CheckpointError:
+      damaged.append(step)
+      continue
+    _set_aside(mgr, damaged, step)
+    return restored
+  if damaged:
+    restore(mgr, abstract_state, damaged[0])  # raises CheckpointError naming the newest
+  return None
+
+
+def _set_aside(mgr: ocp.CheckpointManager, steps: list[int], resumed_from: int) -> None:
+  """Moves damaged steps out of the checkpoint directory (process 0 on a shared filesystem), warning once each."""
+  if not steps:
+    return
+  aside = Path(mgr.directory).parent / 'damaged_checkpoints'
+  for step in steps:
+    source, target = Path(mgr.directory) / str(step), aside / str(step)
+    if jax.process_index() == 0:
+      aside.mkdir(exist_ok=True)
+      shutil.rmtree(target, ignore_errors=True)
+      shutil.move(str(source), str(target))
+      print(f'fvjax: warning: checkpoint {source} is damaged; moved to {target}, resuming from step {resumed_from}',
+            file=sys.stderr)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices('fvjax checkpoint set aside')
+  mgr.reload()
+
+
+def _differing_keys(saved: dict, current: dict, prefix: str = '') -> str:
+  """The dotted config keys whose values differ between two nested dicts, e.g. 'lr, optimizer.name'."""
+  keys = []
+  for key in sorted(set(saved) | set(current)):
+    a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
+    if isinstance(a, dict) and isinstance(b, dict):
+      keys += [k for k in _differing_keys(a, b, f'{prefix}{key}.').split(', ') if k]
+    elif a != b:
+      keys.append(f'{prefix}{key}')
+  return ', '.join(keys)
+
+
+def described_step(workdir: str | os.PathLike) -> int | None:
+  """The checkpoint step a finished run's report.json describes (its 'steps'), or None without a report."""
+  report = Path(workdir) / 'report.json'
+  if not report.is_file():
+    return None
+  steps = json.loads(report.read_text()).get('steps')
+  return None if steps is None else int(steps)
+
+
+def _finished_step(mgr: ocp.CheckpointManager, workdir: Path) -> int | None:
+  """The step to load from a run: the one its report describes (refusing when it is gone), else the latest."""
+  step = described_step(workdir)
+  if step is None:
+    return mgr.latest_step()
+  if step not in mgr.all_steps():
+    raise CheckpointError(f'{workdir / "report.json"} describes step {step}, but its checkpoint is gone (newest '
+                          f'step: {mgr.latest_step()}); rerun the training command to redo it')
+  return step
+
+
 def load_run_config(workdir: str | os.PathLike) -> tuple[dict, int]:
-  """(run config dict, step) of the latest checkpoint of a `fvjax` workdir, without restoring its state."""
+  """(run config dict, step) of a `fvjax` workdir (the step its report describes, else the latest), without
+  restoring its state."""
   directory = Path(workdir) / 'checkpoints'
   mgr = manager(directory) if directory.is_dir() else None
-  step = mgr.latest_step() if mgr else None
+  step = _finished_step(mgr, Path(workdir)) if mgr else None
   if step is None:
     raise FileNotFoundError(f'no checkpoint under {directory}')
-  meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-  return meta['run'], step
+  return _read_meta(mgr, step)['run'], step
 
 
 def load_run(workdir: str | os.PathLike) -> tuple[dict, dict]:
-  """(state as saved, run config dict) of the latest checkpoint of a finished `fvjax` workdir."""
+  """(state as saved, run config dict) of a finished `fvjax` workdir: exactly the step its report.json describes
+  (CheckpointError naming both steps when that checkpoint is gone), or the latest step of a run without a report."""
   directory = Path(workdir) / 'checkpoints'
   if not directory.is_dir():
     raise FileNotFoundError(f'no checkpoints under {directory}')
-  restored = restore(manager(directory))
+  mgr = manager(directory)
+  step = _finished_step(mgr, Path(workdir))
+  restored = restore(mgr, step=step) if step is not None else None
   if restored is None:
     raise FileNotFoundError(f'no checkpoint under {directory}')
   state, meta, _ = restored

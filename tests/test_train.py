@@ -46,14 +46,14 @@ def test_training_lowers_the_loss(tmp_path):
   assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
-def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+def test_truncated_checkpoints_are_a_clear_error(tmp_path):
+  """When no step is intact (here: every data file of every step truncated), resuming stops naming the newest."""
   train(tiny_task(), TX, LoopConfig(total_steps=2, checkpoint_every=2), tmp_path, progress=False)
-  step_dir = tmp_path / 'checkpoints' / '2'
-  files = sorted((p for p in step_dir.rglob('*') if p.is_file() and p.stat().st_size > 0), key=lambda p: -p.stat().st_size)
-  for f in files:  # truncate every data file of the checkpoint
+  for f in (p for p in (tmp_path / 'checkpoints').rglob('*') if p.is_file() and p.stat().st_size > 0):
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
-  with pytest.raises(checkpoint.CheckpointError, match=str(step_dir)):
+  with pytest.raises(checkpoint.CheckpointError, match=str(tmp_path / 'checkpoints' / '2')):
     train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2), tmp_path, progress=False)
+  assert not (tmp_path / 'damaged_checkpoints').exists()  # nothing moved when there is nothing to resume from
 
 
 def test_resuming_a_different_run_is_refused(tmp_path):
@@ -192,3 +192,38 @@ def test_two_processes_train_bit_identical_runs(tmp_path):
     lines = (tmp_path / name / 'metrics.jsonl').read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if not k.endswith('_per_s')} for line in lines]
   assert logged('first') == logged('second') and 'loss' in logged('first')[0]
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'delete'])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, damage, capsys):
+  """Truncating the newest step's files, or deleting them, costs the steps since the previous checkpoint: the run
+  resumes from it with a one-line warning, the damaged step is kept aside, and the result equals an undamaged run."""
+  config = LoopConfig(total_steps=6, checkpoint_every=2, keep_checkpoints=3)
+  full = train(tiny_task(), TX, config, tmp_path / 'full', progress=False)
+  train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2, keep_checkpoints=3), tmp_path / 'run',
+        progress=False)
+  newest = tmp_path / 'run' / 'checkpoints' / '4'
+  files = [p for p in newest.rglob('*') if p.is_file() and p.stat().st_size > 0]
+  for f in files:
+    if damage == 'truncate':
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+    else:
+      f.unlink()
+  capsys.readouterr()
+  resumed = train(tiny_task(), TX, config, tmp_path / 'run', progress=False)
+  warning = capsys.readouterr().err.strip().splitlines()
+  assert len(warning) == 1 and 'is damaged; moved to' in warning[0] and 'resuming from step 2' in warning[0]
+  assert (tmp_path / 'run' / 'damaged_checkpoints' / '4').is_dir()
+  assert int(resumed.step) == 6 and leaves_equal(full.params, resumed.params)
+
+
+def test_a_finished_run_loads_the_step_its_report_describes(tmp_path):
+  train(tiny_task(), TX, LoopConfig(total_steps=4, checkpoint_every=2), tmp_path, run_meta={'lr': 0.1},
+        progress=False)
+  (tmp_path / 'report.json').write_text(json.dumps({'steps': 2}))
+  assert checkpoint.load_run_config(tmp_path) == ({'lr': 0.1}, 2)  # not the newer step 4
+  (tmp_path / 'report.json').write_text(json.dumps({'steps': 4}))
+  shutil.rmtree(tmp_path / 'checkpoints' / '4')  # as a user deleting a damaged step would
+  with pytest.raises(checkpoint.CheckpointError, match=r'report.json describes step 4, but its checkpoint is gone '
+                                                       r'\(newest step: 2\)'):
+    checkpoint.load_run(tmp_path)

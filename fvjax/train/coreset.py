@@ -194,6 +194,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   protocol = protocol_for(faces.labels, test_idx, config, config.seed + 1)
   descriptor_fns = {'coreset': sets.coreset_descriptor_fn(model.aggregator, params), **sets.pooling_baselines()}
   report = {
+      'steps': int(config.total_steps),  # the last checkpoint (its config is what load_aggregator reads)
       'aggregator_params': models.count_params(params),
       'coreset_size': config.aggregator.coreset_size,
       'gamma': float(params['gamma']),

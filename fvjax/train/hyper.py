@@ -228,6 +228,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   state = train_from_config(task, config, workdir, progress=progress)
   enrol = enrolment_fn(config, state.params)
   report = {
+      'steps': int(state.step),  # the checkpoint this report describes; enrolment loads exactly it
       'training_people': len(identities),  # the identities drawn as users (enough images for enrolment + probes)
       'verifier_params': spec.num_params,
       'verifier_madds': models.count_madds_of(lambda t, x: verifier.apply(t, x, spec),

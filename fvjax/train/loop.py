@@ -120,12 +120,9 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   run_meta = json.loads(json.dumps(run_meta or {}))
   state = init_state(task, tx, config.seed, mesh)
   mgr = checkpoint.manager(workdir / 'checkpoints', keep=config.keep_checkpoints, save_every=config.checkpoint_every)
-  restored = checkpoint.restore(mgr, state)
+  restored = checkpoint.resume(mgr, state, run_meta)  # the newest intact step; damaged newer ones set aside
   if restored is not None:
-    state, meta, _ = restored
-    if meta.get('run') != run_meta:
-      raise checkpoint.CheckpointError(f'{workdir} holds checkpoints of a different run (its config differs in '
-                                       f'{_differing_keys(meta.get("run") or {}, run_meta)}); use a new workdir')
+    state = restored[0]
   start = int(state.step)
   end = min(config.total_steps, stop_at or config.total_steps)
   step_fn = make_train_step(task, tx, config.seed, mesh, learning_rate_fn)
@@ -157,18 +154,6 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   bar.close()
   mgr.wait_until_finished()
   return state
-
-
-def _differing_keys(saved: dict, current: dict, prefix: str = '') -> str:
-  """The dotted config keys whose values differ between two nested dicts, e.g. 'lr, optimizer.name'."""
-  keys = []
-  for key in sorted(set(saved) | set(current)):
-    a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
-    if isinstance(a, dict) and isinstance(b, dict):
-      keys += [k for k in _differing_keys(a, b, f'{prefix}{key}.').split(', ') if k]
-    elif a != b:
-      keys.append(f'{prefix}{key}')
-  return ', '.join(keys)
 
 
 def _even_batches(batches: Iterator[dict], mesh) -> Iterator[dict]:
