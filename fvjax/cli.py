@@ -262,6 +262,10 @@ def _run_pack(args, command: str) -> int:
     print(f'skipped    {line}')
   for line in report.duplicates:
     print(f'duplicate  {line}')
+  files = report.images + len(report.skipped) + len(report.duplicates)
+  if files and len(report.skipped) > args.max_skipped * files:
+    raise ValueError(f'{len(report.skipped)} of {files} images were skipped (listed above), more than --max-skipped '
+                     f'{args.max_skipped:g}; {args.out} holds the rest')
   return 0
 
 
@@ -321,6 +325,14 @@ def _fraction(text: str) -> float:
   return value
 
 
+def _share(text: str) -> float:
+  """argparse type: a share from 0 to 1 inclusive."""
+  value = float(text)
+  if not 0 <= value <= 1:
+    raise argparse.ArgumentTypeError(f'must be from 0 to 1, got {value}')
+  return value
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The `fvjax` argument parser; each subcommand's `run(args, command)` is its parsed `run` default."""
   from fvjax import __version__
@@ -366,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
   packer.add_argument('folder', help='root/<identity>/<image>: aligned 112x112 crops, or raw photos')
   packer.add_argument('out', help='the .rec file to write (its .idx beside it); run again to resume')
   packer.add_argument('--align', choices=align.ALIGN_MODES, default='auto', help=ALIGN_HELP)
+  packer.add_argument('--max-skipped', type=_share, default=0.01,
+                      help='exit with status 2 when more than this share of the images could not be used '
+                           '(unreadable, no face); default 0.01')
 
   evaluate = sub.add_parser('eval', help='pair verification of a backbone: LFW, .bin sets, held-out identities')
   evaluate.set_defaults(run=_run_eval)

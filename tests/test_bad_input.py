@@ -9,6 +9,17 @@ from PIL import Image
 from fvjax import cli
 
 RANDOM_BYTES = bytes(range(256)) * 4
+PROGRESS_BAR = re.compile(r'^[\w ]+: +\d+%\|')  # tqdm's lines on stderr, before the error
+
+
+def _unusable_folder(root):
+  """An identity folder of one aligned face and two files that are not images."""
+  person = root / 'photos' / 'ann'
+  person.mkdir(parents=True, exist_ok=True)
+  (person / 'a.pgm').write_bytes((cli.DEMO_DATA / 's1' / '1.pgm').read_bytes())
+  (person / 'b.jpg').write_bytes(RANDOM_BYTES)
+  (person / 'c.png').write_bytes(RANDOM_BYTES[::-1])
+  return root / 'photos'
 
 
 def _noise_image(path):
@@ -54,6 +65,10 @@ CASES = [
     ('noise enrolled as an aligned crop', lambda d: ['enroll', '--hyper', str(d / 'no_run'), '--images',
                                                      str(_noise_image(d / 'noise.png')), '--out', str(d / 'u.fvjax')],
      2, 'noise.png does not look like an aligned face: no face found; pass --no-face-check'),
+    ('pack into a folder that does not exist', lambda d: ['pack', str(cli.DEMO_DATA), str(d / 'nowhere' / 'a.rec')], 2,
+     'nowhere does not exist'),
+    ('pack with too many unusable images', lambda d: ['pack', str(_unusable_folder(d)), str(d / 'a.rec')], 2,
+     r'2 of 3 images were skipped \(listed above\), more than --max-skipped 0.01; .*a.rec holds the rest'),
     ('enrol over an existing file', lambda d: ['enroll', '--hyper', str(d), '--images', 'x.jpg', '--out',
                                                str(_write(d / 'taken.fvjax', b'keep me'))], 2,
      'taken.fvjax exists; give --force to overwrite it'),
@@ -65,7 +80,7 @@ def test_bad_input_is_one_line_with_its_exit_status(name, argv, status, words, t
   del name
   assert cli.main(argv(tmp_path)) == status
   err = capsys.readouterr().err
-  lines = err.strip().splitlines()
+  lines = [line for line in err.strip().splitlines() if not PROGRESS_BAR.match(line)]
   assert len(lines) == 1, err
   assert lines[0].startswith(f'fvjax {argv(tmp_path)[0]}: error: ')
   assert re.search(words, lines[0]), lines[0]

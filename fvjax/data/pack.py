@@ -83,6 +83,8 @@ def pack(folder: str | os.PathLike, rec_path: str | os.PathLike, align_mode: str
   stop_after: process at most this many more files, then stop with the journal written (for tests of resuming).
   """
   folder, rec_path = Path(folder), Path(rec_path)
+  if not rec_path.parent.is_dir():
+    raise FileNotFoundError(2, 'the folder to write into does not exist', str(rec_path.parent))
   _, items = scan_identity_folder(folder)
   partial, journal_path = rec_path.with_suffix('.rec.partial'), rec_path.with_suffix('.pack.json')
   digest_path = rec_path.with_suffix('.pack.digests')
