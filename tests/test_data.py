@@ -76,6 +76,18 @@ def test_identity_folder_roundtrip_through_tfds(tmp_path):
   assert len(data.load_identity_folder(root)) == 10
 
 
+def test_preparing_a_folder_says_one_line_and_leaves_no_empty_folders(tmp_path, capfd):
+  """No "Downloading and preparing" on stdout, no absl BuilderConfig warning: one stderr line, the first time only."""
+  root = make_folder(tmp_path / 'faces', [2, 2])
+  cache = tmp_path / 'cache'
+  data.load_identity_folder(root, cache_dir=cache)
+  out, err = capfd.readouterr()
+  assert out == '' and err.strip().splitlines() == [err.strip()] and err.startswith(f'preparing {root} (4 images')
+  data.load_identity_folder(root, cache_dir=cache)
+  assert capfd.readouterr() == ('', '')
+  assert not [p for p in cache.rglob('*') if p.is_dir() and not any(p.iterdir())]
+
+
 def test_split_identities_is_disjoint_and_complete():
   labels = np.repeat(np.arange(20), 3)
   train, test = data.split_identities(labels, 0.25, seed=0)

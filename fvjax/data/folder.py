@@ -15,7 +15,9 @@ stops the build with its path. align='never' scales and pads instead.
 import dataclasses
 import hashlib
 import io
+import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,20 @@ from fvjax.imageio import decode_face
 
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.pgm', '.ppm', '.bmp', '.gif', '.tif', '.tiff', '.webp'})
 DEFAULT_CACHE = Path(os.environ.get('FVJAX_CACHE', Path.home() / '.cache' / 'fvjax'))
+
+
+class FolderConfig(tfds.core.BuilderConfig):
+  """The config of one identity folder: its name is a fingerprint of the listing (see `IdentityFolder`)."""
+
+
+class _QuietFolderConfigs(logging.Filter):
+  """Drops TFDS's 'Using custom data configuration' warning for folder configs: every folder is one, by design."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.args and isinstance(record.args[0], FolderConfig))
+
+
+logging.getLogger('absl').addFilter(_QuietFolderConfigs())
 
 
 def dataset_path(*parts: str) -> str:
@@ -84,8 +100,14 @@ class IdentityFolder(tfds.core.GeneratorBasedBuilder):
     self._root = Path(root)
     self._align = align
     self._names, self._items = scan_identity_folder(self._root)
-    config = tfds.core.BuilderConfig(name=_fingerprint(self._root, self._items, align))
+    config = FolderConfig(name=_fingerprint(self._root, self._items, align))
     super().__init__(config=config, file_format='array_record', **kwargs)
+
+  def _log_download_bytes(self) -> None:  # TFDS would print "Downloading and preparing ..." on stdout
+    print(f'preparing {self._root} ({len(self._items)} images, once) under {self.data_dir}', file=sys.stderr)
+
+  def _log_download_done(self) -> None:
+    pass
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -134,12 +156,21 @@ def load_identity_folder(root: str | os.PathLike, cache_dir: str | os.PathLike |
   def prepared_builder() -> IdentityFolder:  # made after the build, so that it reads the finished dataset
     builder = IdentityFolder(root=root, align=align, data_dir=str(Path(cache_dir or DEFAULT_CACHE) / 'tfds'))
     builder.download_and_prepare()
+    _remove_empty_folders(Path(builder.data_dir_root) / 'downloads')  # TFDS makes them; a folder downloads nothing
     return builder
 
   builder = parallel.first_host_first(prepared_builder, f'dataset {root}')
   source = builder.as_data_source('images')
   labels = np.asarray([source[i]['label'] for i in range(len(source))], dtype=np.int32)
   return FaceDataset(source=source, labels=labels, names=builder.info.features['label'].names)
+
+
+def _remove_empty_folders(root: Path) -> None:
+  """Deletes `root` and the folders under it that hold no file (deepest first)."""
+  if root.is_dir():
+    for folder in sorted((p for p in root.rglob('*') if p.is_dir()), key=lambda p: -len(p.parts)) + [root]:
+      if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def split_identities(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -132,14 +132,15 @@ def make_pairs(labels: np.ndarray, num_pairs: int, seed: int) -> tuple[np.ndarra
 
 
 def embed_images(embed_fn: Callable[[jax.Array], jax.Array], images: np.ndarray, batch_size: int = 64,
-                 flip: bool = True, normalize_output: bool = True) -> np.ndarray:
+                 flip: bool = True, normalize_output: bool = True,
+                 on_batch: Callable[[int], object] | None = None) -> np.ndarray:
   """Embeddings [N, E] of uint8 images [N, 112, 112, 3], L2-normalised unless `normalize_output` is False
   (raw features: their norm is the image quality that set aggregation uses).
 
   With `flip`, the embeddings of each image and its mirror are summed before
   normalising (the standard face-verification test-time augmentation). The last
   batch is zero-padded so `embed_fn` compiles once; `batch_size` is rounded up to a multiple of the local device
-  count, over which `jit_embed` splits it.
+  count, over which `jit_embed` splits it. on_batch(n) is called after each batch of n images (a progress bar).
   """
   batch_size = -(-batch_size // jax.local_device_count()) * jax.local_device_count()
   outputs = []
@@ -151,6 +152,8 @@ def embed_images(embed_fn: Callable[[jax.Array], jax.Array], images: np.ndarray,
     if flip:
       emb = emb + embed_fn(chunk[:, :, ::-1])
     outputs.append(np.asarray(emb)[:n])
+    if on_batch is not None:
+      on_batch(n)
   emb = np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
   if not normalize_output:
     return emb

@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from fvjax import backbones, checkpoint, data, models, parallel
+from fvjax import progress as progress_lib
 from fvjax.eval import sets, verification
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
@@ -164,6 +165,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   split = backbone.data_split(config)
   features, faces = backbone_features(backbone, split, progress)
   fit_idx, val_idx, test_idx = identity_split(faces, split, config.validation_fraction, config.seed)
+  progress_lib.say('coreset', 'checking features, building sets and the validation templates', progress)
   for rows in chunked(np.arange(len(features))):  # NaN / zero features from the backbone
     check_sets(features[rows].reshape(1, -1, features.shape[-1]))
   _, fit_classes = np.unique(faces.labels[fit_idx], return_inverse=True)
@@ -180,8 +182,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     stop = min(stop, config.total_steps)
     if stop in done:
       continue
-    state = train_from_config(task, config, workdir, stop_at=stop, progress=progress)
+    state = train_from_config(task, config, workdir, stop_at=stop, progress=progress, stage='coreset train')
     params = state.params['aggregator']
+    progress_lib.say('coreset eval', f'validation templates at step {stop}', progress)
     result = sets.evaluate_templates(sets.coreset_descriptor_fn(model.aggregator, params), plain, validation)
     score = result['tar_at_far'][str(config.selection_far)]
     if not history or score > max(h['score'] for h in history):
@@ -190,6 +193,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     _write_atomic(history_path, json.dumps(history, indent=2).encode())
 
   best = max(history, key=lambda h: h['score'])
+  progress_lib.say('coreset eval', f"held-out templates with step {best['step']}'s aggregator", progress)
   params = load_aggregator(workdir)[1]
   protocol = protocol_for(faces.labels, test_idx, config, config.seed + 1)
   descriptor_fns = {'coreset': sets.coreset_descriptor_fn(model.aggregator, params), **sets.pooling_baselines()}
@@ -211,6 +215,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     report['ijb'] = {config.ijb.name: evaluate_ijb(backbone, config.ijb.dir, config.ijb.name, descriptor_fns,
                                                    config.tar_at_far_method)}
   if config.hyper_workdir:
+    progress_lib.say('coreset eval', 'enrolling verifiers from one image vs a set', progress)
     report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone, model.aggregator, params,
                                             faces, features, test_idx, config.enrolment.set_size,
                                             config.enrolment.seed)

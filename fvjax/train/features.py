@@ -41,13 +41,16 @@ def backbone_features(backbone: backbones.FrozenBackbone, split: backbones.DataS
   folder.mkdir(parents=True, exist_ok=True)
   partial = folder / f'features.{jax.process_index()}.partial.npy'
   out = None
-  for start in tqdm(range(0, len(faces), DECODE_CHUNK), desc='backbone features', disable=not progress):
+  bar = tqdm(total=2 * len(faces), desc='backbone features', unit='img', disable=not progress)
+  for start in range(0, len(faces), DECODE_CHUNK):
     images = data.decode_all(faces, np.arange(start, min(start + DECODE_CHUNK, len(faces))))
-    chunk = np.stack([verification.embed_images(backbone.features_fn, v, flip=False, normalize_output=False)
+    chunk = np.stack([verification.embed_images(backbone.features_fn, v, flip=False, normalize_output=False,
+                                                on_batch=bar.update)
                       for v in (images, images[:, :, ::-1])], axis=1)
     if out is None:
       out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=(len(faces), *chunk.shape[1:]))
     out[start:start + len(chunk)] = chunk
+  bar.close()
   out.flush()
   del out
   os.replace(partial, path)  # complete: only now does it replace an older file

@@ -49,6 +49,7 @@ import ml_collections
 import numpy as np
 
 from fvjax import backbones, calibration, checkpoint, data, edge, imageio, models, parallel
+from fvjax import progress as progress_lib
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator
@@ -211,6 +212,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                                features_lib.embeddings(features, calibration_idx),
                                faces.labels[calibration_idx]).save(workdir)
 
+  progress_lib.say('hyper', 'users, clusters and batches', progress)
   identities, centroids = kcs.identity_centroids(features, image_indices, image_labels)
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
   cluster_of = np.asarray(cluster_of)
@@ -225,7 +227,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                                  **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
-  state = train_from_config(task, config, workdir, progress=progress)
+  state = train_from_config(task, config, workdir, progress=progress, stage='hyper train')
   enrol = enrolment_fn(config, state.params)
   report = {
       'steps': int(state.step),  # the checkpoint this report describes; enrolment loads exactly it
@@ -240,16 +242,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'verification': {},
   }
   verification = report['verification']
-  identity_pairs = lambda idx: hyper_eval.evaluate_identity_pairs(enrol, features, faces, idx, config, spec)
+  def identity_pairs(name, idx):
+    progress_lib.say('hyper eval', f'pairs of the {name}', progress)
+    verification[name] = hyper_eval.evaluate_identity_pairs(enrol, features, faces, idx, config, spec)
+
   if len(test_idx):
-    verification['held_out_identities'] = identity_pairs(test_idx)
+    identity_pairs('held_out_identities', test_idx)
   if len(calibration_idx):  # training people the generator never saw: where settings are chosen
-    verification['validation_identities'] = identity_pairs(calibration_idx)
-  verification['training_identities'] = identity_pairs(image_indices)
+    identity_pairs('validation_identities', calibration_idx)
+  identity_pairs('training_identities', image_indices)
   if len(test_idx) and config.identification:
+    progress_lib.say('hyper eval', '1:N identification of the held-out identities', progress)
     report['identification'] = hyper_eval.evaluate_identification(enrol, features, faces, test_idx, spec,
                                                                   calibration.CalibrationSet.load(workdir), config)
   for path in config.eval_bins:
+    progress_lib.say('hyper eval', f'pairs of {path}', progress)
     images, issame = data.read_pair_images(path)
     embeddings = features_lib.pair_set_embeddings(backbone, path, images)
     inputs = edge.verifier_input(images, spec)

@@ -105,13 +105,14 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, seed: int, mes
 
 def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, workdir: str | Path, *,
           run_meta: dict | None = None, learning_rate_fn: optax.Schedule | None = None, mesh=None,
-          stop_at: int | None = None, progress: bool = True) -> TrainState:
+          stop_at: int | None = None, progress: bool = True, stage: str = 'train') -> TrainState:
   """Trains to `config.total_steps`, resuming from the latest checkpoint in `workdir`.
 
   run_meta: JSON-able description of the run (its config), saved with every
     checkpoint; resuming a workdir written by a different run_meta is refused.
   stop_at: stop after this step (a pre-emption, or a time-boxed slice of a run); the
     last step of the call is always checkpointed, so the next call resumes from it.
+  stage: the progress bar's name ('hyper train', 'coreset train', ...).
   Logs metrics to `workdir/metrics.jsonl`.
   """
   workdir = Path(workdir)
@@ -129,7 +130,7 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   batches = prefetch_to_device(_even_batches(task.batches(start), mesh), parallel.batch_sharding(mesh))
   log_path = workdir / 'metrics.jsonl'
   lead = jax.process_index() == 0  # one host logs and shows progress
-  bar = tqdm(total=end, initial=start, desc='train', disable=not progress or not lead, dynamic_ncols=True)
+  bar = tqdm(total=end, initial=start, desc=stage, disable=not progress or not lead, dynamic_ncols=True)
   window_start, window_images = time.perf_counter(), 0
   with log_path.open('a') if lead else contextlib.nullcontext() as log:
     for step in range(start + 1, end + 1):

@@ -159,7 +159,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
                                config.margin_weight, config.distill_weight)
   else:
     task = classification_task(model, lambda start: data.iterate(stream, start))
-  state = train_from_config(task, config, workdir, stop_at=stop_at, progress=progress)
+  state = train_from_config(task, config, workdir, stop_at=stop_at, progress=progress,
+                           stage='backbone train')
   if int(state.step) < config.total_steps:
     return {'step': int(state.step), 'finished': False}
   backbone_vars = backbones.backbone_variables(state.params, state.model_state)
