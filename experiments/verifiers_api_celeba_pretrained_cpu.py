@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from fvjax import data, verifiers
 from fvjax.eval import verification

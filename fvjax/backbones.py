@@ -92,7 +92,7 @@ def load(source: str | Path, geometry: str = 'align') -> FrozenBackbone:
 
 def load_trained(workdir: str | Path) -> tuple[models.FaceNet, dict, ml_collections.ConfigDict, int]:
   """(module, frozen variables, run config, step) from the latest checkpoint of a recognition workdir."""
-  state, run = checkpoint.load_run(workdir)
+  state, run = checkpoint.load_run(workdir, 'train', 'embedding_size')
   config = ml_collections.ConfigDict(run)
   variables = backbone_variables(state['params'], state['model_state'])
   return build_backbone(config), jax.tree.map(jnp.asarray, variables), config, int(state['step'])

@@ -168,9 +168,13 @@ def load_run_config(workdir: str | os.PathLike) -> tuple[dict, int]:
   return _read_meta(mgr, step)['run'], step
 
 
-def load_run(workdir: str | os.PathLike) -> tuple[dict, dict]:
+def load_run(workdir: str | os.PathLike, command: str | None = None, field: str | None = None) -> tuple[dict, dict]:
   """(state as saved, run config dict) of a finished `fvjax` workdir: exactly the step its report.json describes
-  (CheckpointError naming both steps when that checkpoint is gone), or the latest step of a run without a report."""
+  (CheckpointError naming both steps when that checkpoint is gone), or the latest step of a run without a report.
+
+  command, field: the run must be one of `fvjax <command>`, whose configs have `field`; another trainer's run is a
+  CheckpointError saying so (rather than a missing config key deep in the caller).
+  """
   directory = Path(workdir) / 'checkpoints'
   if not directory.is_dir():
     raise FileNotFoundError(f'no checkpoints under {directory}')
@@ -180,4 +184,6 @@ def load_run(workdir: str | os.PathLike) -> tuple[dict, dict]:
   if restored is None:
     raise FileNotFoundError(f'no checkpoint under {directory}')
   state, meta, _ = restored
+  if field is not None and field not in meta['run']:
+    raise CheckpointError(f'{workdir} is not a `fvjax {command}` run: its checkpoints were written by another command')
   return state, meta['run']

@@ -69,7 +69,7 @@ class Verifiers:
 
 def load(workdir: str | Path) -> Verifiers:
   """The verifiers of a finished `fvjax hyper` run (a hypernetwork or a shared_f floor) in `workdir`."""
-  state, run = checkpoint.load_run(workdir)
+  state, run = checkpoint.load_run(workdir, 'hyper', 'verifier')
   config = ml_collections.ConfigDict(run)
   params = jax.tree.map(jnp.asarray, state['params'])
   return Verifiers(spec=hyper.verifier_spec(config), config=config,

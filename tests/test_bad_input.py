@@ -107,3 +107,17 @@ def test_enrol_over_an_existing_file_keeps_it(tmp_path):
   taken = _write(tmp_path / 'taken.fvjax', b'keep me')
   assert cli.main(['enroll', '--hyper', str(tmp_path), '--images', 'x.jpg', '--out', str(taken)]) == 2
   assert taken.read_bytes() == b'keep me'
+
+
+def test_another_commands_run_given_as_the_hypernetwork_is_a_damaged_run_status(tmp_path, capsys):
+  """A workdir of another trainer (here a bare training loop's) where `--hyper` wants a `fvjax hyper` run."""
+  import optax
+  from tiny_task import tiny_task
+  from fvjax.train import LoopConfig, train
+  train(tiny_task(), optax.sgd(0.1), LoopConfig(total_steps=1), tmp_path / 'other', run_meta={'lr': 0.1},
+        progress=False)
+  argv = ['enroll', '--hyper', str(tmp_path / 'other'), '--images', str(cli.DEMO_DATA / 's1' / '1.pgm'), '--out',
+          str(tmp_path / 'u.fvjax'), '--align', 'never']
+  assert cli.main(argv) == cli.EXIT_DAMAGED_RUN
+  assert capsys.readouterr().err.strip().endswith('other is not a `fvjax hyper` run: its checkpoints were written '
+                                                  'by another command')

@@ -251,7 +251,7 @@ def load_aggregator(workdir: str | Path) -> tuple[CoresetAggregator, dict, ml_co
   best_path = workdir / 'best_params.msgpack'
   if not best_path.is_file():
     raise FileNotFoundError(f'{best_path} not found: {workdir} is not a finished `fvjax coreset` run')
-  state, run_config = checkpoint.load_run(workdir)
+  state, run_config = checkpoint.load_run(workdir, 'coreset', 'aggregator')
   config = ml_collections.ConfigDict(run_config)
   model = build_aggregator(config)
   feature_size = state['params']['head']['centres'].shape[0]

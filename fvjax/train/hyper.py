@@ -110,7 +110,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_collections.ConfigDict]:
   """(generator, its params, its run config) from a hypernetwork workdir."""
-  state, run = checkpoint.load_run(workdir)
+  state, run = checkpoint.load_run(workdir, 'hyper', 'verifier')
   config = ml_collections.ConfigDict(run)
   if config.get('method', 'hypernetwork') != 'hypernetwork':
     raise ValueError(f'{workdir} is a {config.method} run: it enrols without a generator (use fvjax.verifiers.load)')
