@@ -12,6 +12,7 @@ import optax
 import pytest
 
 from fvjax import checkpoint
+from fvjax.train import run_log
 from fvjax.train import LoopConfig, NonFiniteLossError, OptimizerConfig, learning_rate_schedule, make_optimizer, train
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -130,7 +131,8 @@ SHARDED_SCRIPT = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     from tiny_task import tiny_task
     from fvjax import parallel
-    from fvjax.train import LoopConfig, train
+    from fvjax.train import run_log
+from fvjax.train import LoopConfig, train
     assert jax.device_count() == 8, jax.devices()
     cfg = LoopConfig(total_steps=3, checkpoint_every=100)
     tx = optax.sgd(0.1, momentum=0.9)
@@ -179,7 +181,8 @@ def test_two_processes_train_bit_identical_runs(tmp_path):
     import sys, optax
     sys.path.insert(0, {tests!r})
     from tiny_task import tiny_task
-    from fvjax.train import LoopConfig, train
+    from fvjax.train import run_log
+from fvjax.train import LoopConfig, train
     train(tiny_task(), optax.adam(0.05), LoopConfig(total_steps=4, checkpoint_every=4), sys.argv[1], progress=False)
   ''').format(tests=str(Path(__file__).parent))
   for name in ('first', 'second'):
@@ -227,3 +230,17 @@ def test_a_finished_run_loads_the_step_its_report_describes(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match=r'report.json describes step 4, but its checkpoint is gone '
                                                        r'\(newest step: 2\)'):
     checkpoint.load_run(tmp_path)
+
+
+def test_tensorboard_events_hold_what_metrics_jsonl_holds(tmp_path):
+  """The events equal the JSON lines, and a resumed run's redone steps replace the first ones (purged)."""
+  train(tiny_task(), TX, LoopConfig(total_steps=4, log_every=2), tmp_path, stop_at=3, progress=False)
+  shutil.rmtree(tmp_path / 'checkpoints' / '3')  # as if killed before its checkpoint: resumes from step 1
+  train(tiny_task(), TX, LoopConfig(total_steps=4, log_every=2), tmp_path, progress=False)
+  logged = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  events = run_log.read_scalars(tmp_path / 'tensorboard' / 'train')
+  assert [row['step'] for row in logged] == [2, 3, 2, 4]  # the log keeps every line written
+  assert set(events['train/loss']) == {2, 4}  # step 3 of the first call was purged: the resumed run never logged it
+  for row in logged[2:]:
+    for name in ('loss', 'grad_norm', 'images_per_s'):
+      np.testing.assert_allclose(events[f'train/{name}'][row['step']], row[name], rtol=1e-6)

@@ -41,7 +41,7 @@ from fvjax import progress as progress_lib
 from fvjax.eval import sets, verification
 from fvjax.models.coreset import CoresetAggregator, SetOutput, check_sets
 from fvjax.models.heads import MarginConfig, MarginHead
-from fvjax.train import enrolment
+from fvjax.train import enrolment, run_log
 from fvjax.train.features import backbone_features, chunked
 from fvjax.train.loop import LoopConfig, Task, train_from_config
 
@@ -187,6 +187,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     progress_lib.say('coreset eval', f'validation templates at step {stop}', progress)
     result = sets.evaluate_templates(sets.coreset_descriptor_fn(model.aggregator, params), plain, validation)
     score = result['tar_at_far'][str(config.selection_far)]
+    with run_log.RunLog(workdir, first_step=stop, stream='validation') as log:
+      log.write(stop, {'auc': result['auc'], f'tar_at_far_{config.selection_far:g}': score})
     if not history or score > max(h['score'] for h in history):
       _write_atomic(best_path, flax.serialization.to_bytes(params))
     history.append({'step': stop, 'score': score, 'validation': result})

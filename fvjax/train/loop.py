@@ -10,7 +10,6 @@ stream is indexed by step (`fvjax.data.train_batches`), so the checkpointed
 resumed ends with the same parameters as an uninterrupted run.
 """
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from fvjax import checkpoint, parallel
 from fvjax.data.pipeline import prefetch_to_device
+from fvjax.train import run_log
 from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
 
 Params = Any
@@ -113,7 +113,7 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   stop_at: stop after this step (a pre-emption, or a time-boxed slice of a run); the
     last step of the call is always checkpointed, so the next call resumes from it.
   stage: the progress bar's name ('hyper train', 'coreset train', ...).
-  Logs metrics to `workdir/metrics.jsonl`.
+  Logs metrics to `workdir/metrics.jsonl` and TensorBoard events (`run_log.RunLog`).
   """
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -128,11 +128,10 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   end = min(config.total_steps, stop_at or config.total_steps)
   step_fn = make_train_step(task, tx, config.seed, mesh, learning_rate_fn)
   batches = prefetch_to_device(_even_batches(task.batches(start), mesh), parallel.batch_sharding(mesh))
-  log_path = workdir / 'metrics.jsonl'
   lead = jax.process_index() == 0  # one host logs and shows progress
   bar = tqdm(total=end, initial=start, desc=stage, disable=not progress or not lead, dynamic_ncols=True)
   window_start, window_images = time.perf_counter(), 0
-  with log_path.open('a') if lead else contextlib.nullcontext() as log:
+  with run_log.RunLog(workdir, first_step=start + 1) as log:
     for step in range(start + 1, end + 1):
       batch = next(batches)
       state, metrics = step_fn(state, batch)
@@ -147,10 +146,8 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
       bar.update(1)
       bar.set_postfix(loss=f'{metrics["loss"]:.3f}')
       checkpoint.save(mgr, step, state, {'run': run_meta, 'step': step}, force=step == end)
-      if lead and (step % config.log_every == 0 or step == end):
-        elapsed = time.perf_counter() - window_start
-        log.write(json.dumps({'step': step, **metrics, 'images_per_s': window_images / elapsed}) + '\n')
-        log.flush()
+      if step % config.log_every == 0 or step == end:
+        log.write(step, {**metrics, 'images_per_s': window_images / (time.perf_counter() - window_start)})
         window_start, window_images = time.perf_counter(), 0
   bar.close()
   mgr.wait_until_finished()
