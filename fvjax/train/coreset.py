@@ -221,6 +221,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     report['enrolment'] = enrolment.compare(config.hyper_workdir, config.backbone, model.aggregator, params,
                                             faces, features, test_idx, config.enrolment.set_size,
                                             config.enrolment.seed)
+  progress_lib.quiet()
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
 

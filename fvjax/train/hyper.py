@@ -261,6 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     embeddings = features_lib.pair_set_embeddings(backbone, path, images)
     inputs = edge.verifier_input(images, spec)
     verification[Path(path).stem] = hyper_eval.evaluate_pairs(enrol, embeddings, inputs, issame, spec)
+  progress_lib.quiet()
   (workdir / 'report.json').write_text(json.dumps(report, indent=2))
   return report
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from tqdm.auto import tqdm
 
-from fvjax import checkpoint, parallel
+from fvjax import checkpoint, parallel, progress as progress_lib
 from fvjax.data.pipeline import prefetch_to_device
 from fvjax.train import run_log
 from fvjax.train.optim import OptimizerConfig, learning_rate_schedule, make_optimizer
@@ -134,10 +134,13 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   with run_log.RunLog(workdir, first_step=start + 1) as log:
     for step in range(start + 1, end + 1):
       batch = next(batches)
+      if step == start + 1:
+        progress_lib.say(stage, 'compiling the step', progress)
       state, metrics = step_fn(state, batch)
       # Fetching the metrics blocks on the step, so a NaN is caught at the step that made it, and dispatch never
       # runs ahead: multi-device CPU loops that queue many steps can deadlock in XLA's CPU all-reduce.
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      progress_lib.quiet()
       if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
         # A finite loss can hide NaN gradients (e.g. relu(NaN) = 0 in XLA): check both, before saving.
         raise NonFiniteLossError(f'loss {metrics["loss"]}, gradient norm {metrics["grad_norm"]} at step {step}; '

@@ -9,6 +9,7 @@ comparisons without TensorBoard).
 """
 
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -32,14 +33,15 @@ class RunLog:
                     if self.lead else None)
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
-    """One logged step: a metrics.jsonl line (stream 'train') and one event per scalar, tagged '<stream>/<name>'."""
+    """One logged step: a metrics.jsonl line (stream 'train') and one event per finite scalar, '<stream>/<name>'."""
     if not self.lead:
       return
     if self._jsonl is not None:
       self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
       self._jsonl.flush()
     for name, value in scalars.items():
-      self._events.add_scalar(f'{self.stream}/{name}', value, step)
+      if math.isfinite(value):  # a TAR at a FAR below 1/#impostors is NaN: no point on the curve
+        self._events.add_scalar(f'{self.stream}/{name}', value, step)
     self._events.flush()
 
   def close(self) -> None:
