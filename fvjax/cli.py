@@ -107,16 +107,6 @@ def run_verify(user_path: str, image_paths: list[str], threshold: float | None, 
   return bool(np.all(logits >= threshold))
 
 
-def print_pair_reports(reports: dict[str, dict], command: str) -> None:
-  print(f"{'pair set':<24}{'pairs':>7}{'accuracy':>13}{'AUC':>8}{'TAR@FAR=1e-2':>14}{'TAR@FAR=1e-3':>14}")
-  for name, r in reports.items():
-    tars = r['tar_at_far']
-    print(f"{name:<24}{r['pairs']:>7}{100 * r['accuracy']:>8.2f}±{100 * r['accuracy_std']:<4.2f}{r['auc']:>8.4f}"
-          f"{100 * tars['0.01']:>13.1f}%{100 * tars['0.001']:>13.1f}%")
-  print(f'(10-fold accuracy, threshold chosen on the other nine folds; TAR@FAR below 1/#impostor pairs: nan.) '
-        f'Reproduce: {command}')
-
-
 def print_hyper_report(report: dict, command: str) -> None:
   print(f"{'pairs':<22}{'method':<24}{'params':>11}{'MAdds':>9}{'accuracy':>12}{'AUC':>8}{'TAR@FAR=1e-2':>14}")
   sizes = {'embedding_cosine': (report['backbone_params'], report['backbone_madds'])}
@@ -229,13 +219,13 @@ def _run_gallery(args, command: str) -> int:
 
 
 def _run_eval(args, command: str) -> None:
-  from fvjax import backbones
-  from fvjax.eval import pairs
-  backbone = backbones.load(args.backbone, args.geometry)
-  print(f'backbone {backbone.source}: {backbone.params:,} params, {backbone.madds / 1e6:.1f}M MAdds per image'
-        f"{', flip-averaged' if args.flip else ''}")
-  print_pair_reports(pairs.evaluate(backbone, args.pairs, args.flip, args.num_pairs, args.test_fraction,
-                                    args.split_seed, args.align), command)
+  from fvjax.eval import table
+  rows = table.evaluate(args.models, args.pairs, args.geometry, flip=args.flip, num_pairs=args.num_pairs,
+                        test_fraction=args.test_fraction, split_seed=args.split_seed, align=args.align)
+  print(table.format_table(rows, args.metric, args.format))
+  if args.format == 'text':
+    print(f"(backbones: cosine of {'flip-averaged ' if args.flip else ''}embeddings; verifiers: enrol one image of "
+          f'each pair, probe the other; folds as the set gives them.) Reproduce: {command}')
 
 
 def _run_demo(args, command: str) -> None:
@@ -382,12 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help='exit with status 2 when more than this share of the images could not be used '
                            '(unreadable, no face); default 0.01')
 
-  evaluate = sub.add_parser('eval', help='pair verification of a backbone: LFW, .bin sets, held-out identities')
+  evaluate = sub.add_parser('eval', help='the benchmark table: models x pair sets (LFW, CFP, .bin, held-out '
+                                          'identities), params and MAdds per row')
   evaluate.set_defaults(run=_run_eval)
-  evaluate.add_argument('--backbone', required=True, help="'pretrained:dlib_resnet' or a `fvjax train` workdir")
+  evaluate.add_argument('--models', '--backbone', dest='models', required=True, nargs='+',
+                        help="'pretrained:dlib_resnet', `fvjax train` workdirs (cosine) and `fvjax hyper` workdirs "
+                             '(their verifiers, both enrolment orders)')
   evaluate.add_argument('--pairs', required=True, nargs='+',
-                        help='LFW-layout folders (pairs.txt), insightface .bin files, or identity folders '
-                             '(random pairs of their held-out identities)')
+                        help="LFW-layout folders (pairs.txt), CFP-style pair files ('fold path1 path2 same'), "
+                             'insightface .bin files, or identity folders (random pairs of their held-out identities)')
+  evaluate.add_argument('--metric', choices=('accuracy', 'auc', 'tar@1e-3'), default='accuracy',
+                        help='what each cell shows (json holds them all)')
+  evaluate.add_argument('--format', choices=('text', 'markdown', 'csv', 'json'), default='text')
   evaluate.add_argument('--geometry', choices=('align', 'resize'), default='align',
                         help="pretrained backbones: crop -> the network's input by similarity transform or resize")
   evaluate.add_argument('--no-flip', dest='flip', action='store_false', help='no mirrored-image averaging')

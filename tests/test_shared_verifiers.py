@@ -172,7 +172,7 @@ def test_extra_people_names_file_and_concatenated_source(tmp_path):
 
 def test_pair_set_embeddings_are_computed_once_per_backbone_and_file(tmp_path, monkeypatch):
   from fvjax.data import folder
-  from fvjax.train import features as features_lib
+  from fvjax.eval import pairs
 
   monkeypatch.setattr(folder, 'DEFAULT_CACHE', tmp_path / 'cache')
   calls = []
@@ -188,10 +188,10 @@ def test_pair_set_embeddings_are_computed_once_per_backbone_and_file(tmp_path, m
   pair_file = tmp_path / 'pairs.txt'
   pair_file.write_text('1 a.jpg b.jpg 1\n')
   images = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
-  first = features_lib.pair_set_embeddings(Backbone, pair_file, images)
+  first = pairs.pair_set_embeddings(Backbone, pair_file, images)
   assert calls and np.allclose(np.linalg.norm(first, axis=1), 1)
   made = len(calls)
-  np.testing.assert_array_equal(features_lib.pair_set_embeddings(Backbone, pair_file, images), first)
+  np.testing.assert_array_equal(pairs.pair_set_embeddings(Backbone, pair_file, images), first)
   assert len(calls) == made  # read back, not recomputed
   assert not list((tmp_path / 'cache').rglob('*.partial.npy'))
 

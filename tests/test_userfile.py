@@ -1,3 +1,5 @@
+import csv
+import io
 import json
 import os
 import subprocess
@@ -187,6 +189,18 @@ def test_hypernetwork_on_the_pretrained_backbone_enrols_a_raw_photo(tmp_path, ce
   assert report['verification']['held_out_identities']['embedding_cosine']['auc'] > 0.95  # a strong backbone
   cached = list((folder.DEFAULT_CACHE / 'features' / 'dlib_resnet').glob('att_faces_*/features.npy'))
   assert len(cached) == 1 and np.load(cached[0], mmap_mode='r').shape == (380, 2, 128)
+
+  # `fvjax eval` puts the run's verifiers (both enrolment orders) beside its backbone on one pair file.
+  pair_file = tmp_path / 'att_pairs.txt'
+  att = lambda person, image: cli.DEMO_DATA / f's{person}' / f'{image}.pgm'
+  pair_file.write_text(''.join(f'{fold} {att(fold, 1)} {att(fold, 2)} 1\n{fold} {att(fold, 3)} {att(fold + 10, 1)} 0\n'
+                               for fold in range(1, 11)))
+  capsys.readouterr()
+  cli.main(['eval', '--models', 'pretrained:dlib_resnet', str(hy), '--pairs', str(pair_file), '--format', 'csv'])
+  rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+  assert [r['model'] for r in rows] == ['pretrained:dlib_resnet', f'{hy} (enrol first)', f'{hy} (enrol second)']
+  assert [int(r['params']) for r in rows] == [5_614_592, 23_617, 23_617]
+  assert all(0 <= float(r['att_pairs']) <= 100 for r in rows)
 
   crop = np.asarray(Image.open(sorted(celeba_dir.glob('*/*.jpg'))[0]).convert('RGB'))
   selfie = Image.new('RGB', (480, 360), (128, 128, 128))

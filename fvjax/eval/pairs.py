@@ -1,10 +1,13 @@
 """A backbone's pair-verification report on the two kinds of pair sets: a file of pairs (LFW's `pairs.txt`
-folder, an insightface `.bin`) and random pairs of an identity folder's held-out identities.
+folder, CFP's `fold path1 path2 same` file, an insightface `.bin`) and random pairs of an identity folder's held-out
+identities.
 
 `evaluate` is `fvjax eval`: any backbone (`fvjax.backbones`: a trained workdir or 'pretrained:NAME') on any of
 them, in one table.
 """
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -16,11 +19,35 @@ from fvjax.eval import verification
 
 
 def pair_set_report(path: str | os.PathLike, embed_fn: Callable, flip: bool = True) -> dict:
-  """`verification_report` of embedding cosines on a pair set (`data.read_pairs`: an LFW folder or a `.bin`)."""
+  """`verification_report` of embedding cosines on a pair set (`data.read_pairs`: an LFW folder, a CFP-style `.txt`
+  or a `.bin`)."""
   images, issame = data.read_pair_images(path)
-  embeddings = verification.embed_images(embed_fn, images, flip=flip)
-  pairs = np.arange(len(images)).reshape(-1, 2)
+  return consecutive_pairs_report(verification.embed_images(embed_fn, images, flip=flip), issame)
+
+
+def consecutive_pairs_report(embeddings: np.ndarray, issame: np.ndarray) -> dict:
+  """`verification_report` of the cosines of pairs (2i, 2i + 1) of embeddings [2P, E]."""
+  pairs = np.arange(len(embeddings)).reshape(-1, 2)
   return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
+
+
+def pair_set_embeddings(backbone: backbones.FrozenBackbone, path, images: np.ndarray) -> np.ndarray:
+  """The flip-TTA L2 embeddings [2P, C] of a pair set's decoded faces [2P, 112, 112, 3] (`data.read_pair_images`),
+  cached under FVJAX_CACHE by (backbone, its step, the set's resolved path, size and modification time), so that
+  every run evaluating LFW or CFP on one backbone embeds it once."""
+  stat = Path(path).stat()
+  key = json.dumps([backbone.source, backbone.step, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+  cached = data.folder.DEFAULT_CACHE / 'pair_embeddings' / f'{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy'
+  if cached.is_file():
+    embeddings = np.load(cached)
+    if len(embeddings) == len(images):
+      return embeddings
+  embeddings = verification.embed_images(backbone.features_fn, images)
+  cached.parent.mkdir(parents=True, exist_ok=True)
+  partial = cached.with_suffix(f'.{os.getpid()}.partial.npy')
+  np.save(partial, embeddings)
+  os.replace(partial, cached)  # complete: a half-written file is never read
+  return embeddings
 
 
 def held_out_report(faces: data.FaceDataset, test_idx: np.ndarray, embed_fn: Callable, num_pairs: int, seed: int,
@@ -38,9 +65,10 @@ def report_name(path: str | os.PathLike) -> str:
 
 
 def is_pair_file(path: str | os.PathLike) -> bool:
-  """A `.bin` file or an LFW-layout folder (with pairs.txt), as opposed to an identity folder."""
+  """A `.bin` file, a CFP-style `.txt` pair file or an LFW-layout folder (with pairs.txt), as opposed to an
+  identity folder."""
   path = Path(path)
-  return path.suffix == '.bin' or (path / 'pairs.txt').is_file()
+  return path.suffix in ('.bin', '.txt') or (path / 'pairs.txt').is_file()
 
 
 def evaluate(backbone: backbones.FrozenBackbone, paths: list[str], flip: bool = True, num_pairs: int = 3000,
@@ -53,7 +81,11 @@ def evaluate(backbone: backbones.FrozenBackbone, paths: list[str], flip: bool = 
   reports = {}
   for path in paths:
     if is_pair_file(path):
-      reports[report_name(path)] = pair_set_report(path, backbone.features_fn, flip)
+      if flip:  # cached per (backbone, file)
+        images, issame = data.read_pair_images(path)
+        reports[report_name(path)] = consecutive_pairs_report(pair_set_embeddings(backbone, path, images), issame)
+      else:
+        reports[report_name(path)] = pair_set_report(path, backbone.features_fn, flip)
       continue
     split, pairs_drawn = backbones.DataSplit(str(path), test_fraction, split_seed, align), num_pairs
     run = backbone.run_config

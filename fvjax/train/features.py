@@ -11,10 +11,8 @@ It is written under a temporary name and renamed when complete, with a key
 or the data change; a half-written file is never read.
 """
 
-import hashlib
 import json
 import os
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -74,22 +72,3 @@ def mean_embedding(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def chunked(rows: np.ndarray, size: int = 1 << 16):
   """Consecutive slices of `rows` of at most `size` (to stream over a memmap in bounded memory)."""
   return (rows[start:start + size] for start in range(0, len(rows), size))
-
-
-def pair_set_embeddings(backbone: backbones.FrozenBackbone, path, images: np.ndarray) -> np.ndarray:
-  """The flip-TTA L2 embeddings [2P, C] of a pair set's decoded faces [2P, 112, 112, 3] (`data.read_pair_images`),
-  cached under FVJAX_CACHE by (backbone, its step, the set's resolved path, size and modification time), so that
-  every run evaluating LFW or CFP on one backbone embeds it once."""
-  stat = Path(path).stat()
-  key = json.dumps([backbone.source, backbone.step, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
-  cached = data.folder.DEFAULT_CACHE / 'pair_embeddings' / f'{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy'
-  if cached.is_file():
-    embeddings = np.load(cached)
-    if len(embeddings) == len(images):
-      return embeddings
-  embeddings = verification.embed_images(backbone.features_fn, images)
-  cached.parent.mkdir(parents=True, exist_ok=True)
-  partial = cached.with_suffix(f'.{os.getpid()}.partial.npy')
-  np.save(partial, embeddings)
-  os.replace(partial, cached)  # complete: a half-written file is never read
-  return embeddings

@@ -50,7 +50,7 @@ import numpy as np
 
 from fvjax import backbones, calibration, checkpoint, data, edge, imageio, models, parallel
 from fvjax import progress as progress_lib
-from fvjax.eval import verification
+from fvjax.eval import pairs as pairs_lib, verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator
 from fvjax.train import extra_people, features as features_lib, hyper_eval, kcs, objectives
@@ -258,7 +258,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   for path in config.eval_bins:
     progress_lib.say('hyper eval', f'pairs of {path}', progress)
     images, issame = data.read_pair_images(path)
-    embeddings = features_lib.pair_set_embeddings(backbone, path, images)
+    embeddings = pairs_lib.pair_set_embeddings(backbone, path, images)
     inputs = edge.verifier_input(images, spec)
     verification[Path(path).stem] = hyper_eval.evaluate_pairs(enrol, embeddings, inputs, issame, spec)
   progress_lib.quiet()
