@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from fvjax import checkpoint
-from fvjax.train import run_log
-from fvjax.train import LoopConfig, NonFiniteLossError, OptimizerConfig, learning_rate_schedule, make_optimizer, train
+from fvjax.train import (LoopConfig, NonFiniteLossError, OptimizerConfig, learning_rate_schedule, make_optimizer,
+                         run_log, train)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_task import tiny_task  # noqa: E402
@@ -131,8 +131,7 @@ SHARDED_SCRIPT = textwrap.dedent('''
     sys.path.insert(0, {tests!r})
     from tiny_task import tiny_task
     from fvjax import parallel
-    from fvjax.train import run_log
-from fvjax.train import LoopConfig, train
+    from fvjax.train import LoopConfig, train
     assert jax.device_count() == 8, jax.devices()
     cfg = LoopConfig(total_steps=3, checkpoint_every=100)
     tx = optax.sgd(0.1, momentum=0.9)
@@ -181,8 +180,7 @@ def test_two_processes_train_bit_identical_runs(tmp_path):
     import sys, optax
     sys.path.insert(0, {tests!r})
     from tiny_task import tiny_task
-    from fvjax.train import run_log
-from fvjax.train import LoopConfig, train
+    from fvjax.train import LoopConfig, train
     train(tiny_task(), optax.adam(0.05), LoopConfig(total_steps=4, checkpoint_every=4), sys.argv[1], progress=False)
   ''').format(tests=str(Path(__file__).parent))
   for name in ('first', 'second'):
