@@ -187,6 +187,12 @@ def test_hypernetwork_on_the_pretrained_backbone_enrols_a_raw_photo(tmp_path, ce
   report = json.loads((hy / 'report.json').read_text())
   assert report['backbone'] == 'pretrained:dlib_resnet' and report['backbone_params'] == 5_614_592
   assert report['verification']['held_out_identities']['embedding_cosine']['auc'] > 0.95  # a strong backbone
+  # Validated while training on the people kept out of it: the last step's point is the report's figure.
+  from fvjax.train import run_log
+  logged = run_log.read_scalars(hy / 'tensorboard' / 'validation')['validation/auc']
+  assert list(logged) == [2]
+  assert logged[2] == pytest.approx(report['verification']['validation_identities']['verifier_enrol_first']['auc'],
+                                    abs=1e-6)
   cached = list((folder.DEFAULT_CACHE / 'features' / 'dlib_resnet').glob('att_faces_*/features.npy'))
   assert len(cached) == 1 and np.load(cached[0], mmap_mode='r').shape == (380, 2, 128)
 

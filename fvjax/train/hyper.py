@@ -102,6 +102,7 @@ def default_config() -> ml_collections.ConfigDict:
   # brightness jitter; all off by default); enrolment embeddings are the cached clean ones.
   c.probe_augment = ml_collections.ConfigDict({**dataclasses.asdict(data.AugmentConfig()), 'flip': 0.0})
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
+  c.eval_every = 500  # steps between validations on the calibration people (TensorBoard 'validation/auc')
   c.identification = True  # also the 1:N identification report on the held-out identities
   c.eval_bins = ()  # insightface .bin verification sets for the pair protocol
   c.decode_threads = 4  # host threads decoding each batch's probe images
@@ -227,7 +228,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                                  **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
-  state = train_from_config(task, config, workdir, progress=progress, stage='hyper train')
+  validate = None
+  if len(calibration_idx):  # the people kept out of training: their pairs, prepared once, scored as it trains
+    validation_pairs = hyper_eval.identity_pairs(features, faces, calibration_idx, config, spec)
+    validate = lambda state: hyper_eval.enrol_first_scalars(enrolment_fn(config, state.params), *validation_pairs,
+                                                            spec)
+  state = train_from_config(task, config, workdir, progress=progress, stage='hyper train', validate=validate,
+                            validate_every=config.eval_every)
   enrol = enrolment_fn(config, state.params)
   report = {
       'steps': int(state.step),  # the checkpoint this report describes; enrolment loads exactly it
@@ -249,7 +256,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   if len(test_idx):
     identity_pairs('held_out_identities', test_idx)
   if len(calibration_idx):  # training people the generator never saw: where settings are chosen
-    identity_pairs('validation_identities', calibration_idx)
+    progress_lib.say('hyper eval', 'pairs of the validation_identities', progress)
+    verification['validation_identities'] = hyper_eval.evaluate_pairs(enrol, *validation_pairs, spec)
   identity_pairs('training_identities', image_indices)
   if len(test_idx) and config.identification:
     progress_lib.say('hyper eval', '1:N identification of the held-out identities', progress)

@@ -40,13 +40,30 @@ def evaluate_identification(enrol, features, faces: data.FaceDataset, test_idx: 
   return result
 
 
-def evaluate_identity_pairs(enrol, features, faces: data.FaceDataset, idx: np.ndarray, config,
-                            spec: verifier.VerifierSpec) -> dict:
-  """`evaluate_pairs` on `config.eval_pairs` balanced pairs drawn (seeded) among the images idx [N] of `faces`."""
+def identity_pairs(features, faces: data.FaceDataset, idx: np.ndarray, config,
+                   spec: verifier.VerifierSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """`config.eval_pairs` balanced pairs drawn (seeded) among the images idx [N] of `faces`, as `evaluate_pairs`
+  takes them: (embeddings [2P, E], f's inputs [2P, s, s, 3], issame [P])."""
   pairs, issame = verification.make_pairs(faces.labels[idx], config.eval_pairs, config.seed)
   rows = idx[pairs].ravel()
   inputs = edge.verifier_input(data.decode_all(faces, rows), spec)
-  return evaluate_pairs(enrol, features_lib.embeddings(features, rows), inputs, issame, spec)
+  return features_lib.embeddings(features, rows), inputs, issame
+
+
+def evaluate_identity_pairs(enrol, features, faces: data.FaceDataset, idx: np.ndarray, config,
+                            spec: verifier.VerifierSpec) -> dict:
+  """`evaluate_pairs` on `identity_pairs` of the images idx [N] of `faces`."""
+  return evaluate_pairs(enrol, *identity_pairs(features, faces, idx, config, spec), spec)
+
+
+def enrol_first_scalars(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
+                        spec: verifier.VerifierSpec) -> dict[str, float]:
+  """AUC and 10-fold accuracy of the verifiers on pairs (2i, 2i + 1), the first image enrolled: what a run logs
+  on its validation people while it trains."""
+  pairs = np.arange(len(embeddings)).reshape(-1, 2)
+  scores = _pair_logits(enrol, embeddings[pairs[:, 0]], inputs[pairs[:, 0]], inputs[pairs[:, 1]], spec)
+  report = verification.verification_report(scores, issame)
+  return {'auc': report['auc'], 'accuracy': report['accuracy']}
 
 
 def evaluate_pairs(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,

@@ -105,7 +105,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, seed: int, mes
 
 def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, workdir: str | Path, *,
           run_meta: dict | None = None, learning_rate_fn: optax.Schedule | None = None, mesh=None,
-          stop_at: int | None = None, progress: bool = True, stage: str = 'train') -> TrainState:
+          stop_at: int | None = None, progress: bool = True, stage: str = 'train',
+          validate: Callable[[TrainState], dict[str, float]] | None = None, validate_every: int = 0) -> TrainState:
   """Trains to `config.total_steps`, resuming from the latest checkpoint in `workdir`.
 
   run_meta: JSON-able description of the run (its config), saved with every
@@ -113,6 +114,8 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   stop_at: stop after this step (a pre-emption, or a time-boxed slice of a run); the
     last step of the call is always checkpointed, so the next call resumes from it.
   stage: the progress bar's name ('hyper train', 'coreset train', ...).
+  validate: state -> scalars measured on validation people, run every `validate_every` steps and at the last step,
+    logged as the run's 'validation' stream (TensorBoard).
   Logs metrics to `workdir/metrics.jsonl` and TensorBoard events (`run_log.RunLog`).
   """
   workdir = Path(workdir)
@@ -131,6 +134,7 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   lead = jax.process_index() == 0  # one host logs and shows progress
   bar = tqdm(total=end, initial=start, desc=stage, disable=not progress or not lead, dynamic_ncols=True)
   window_start, window_images = time.perf_counter(), 0
+  validation_log = run_log.RunLog(workdir, first_step=start + 1, stream='validation') if validate else None
   with run_log.RunLog(workdir, first_step=start + 1) as log:
     for step in range(start + 1, end + 1):
       batch = next(batches)
@@ -152,7 +156,12 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
       if step % config.log_every == 0 or step == end:
         log.write(step, {**metrics, 'images_per_s': window_images / (time.perf_counter() - window_start)})
         window_start, window_images = time.perf_counter(), 0
+      if validate is not None and ((validate_every and step % validate_every == 0) or step == end):
+        validation_log.write(step, validate(state))
+        window_start = time.perf_counter()  # the validation's time is not the step's
   bar.close()
+  if validation_log is not None:
+    validation_log.close()
   mgr.wait_until_finished()
   return state
 
