@@ -242,3 +242,18 @@ def test_tensorboard_events_hold_what_metrics_jsonl_holds(tmp_path):
   for row in logged[2:]:
     for name in ('loss', 'grad_norm', 'images_per_s'):
       np.testing.assert_allclose(events[f'train/{name}'][row['step']], row[name], rtol=1e-6)
+
+
+def test_validation_is_its_own_stream_and_does_not_purge_training_curves(tmp_path):
+  seen = []
+
+  def validate(state):
+    seen.append(int(state.step))
+    return {'score': float(int(state.step))}
+
+  train(tiny_task(), TX, LoopConfig(total_steps=5, log_every=1), tmp_path, progress=False, validate=validate,
+        validate_every=2)
+  assert seen == [2, 4, 5]  # every 2 steps and the last
+  scalars = run_log.read_scalars(tmp_path)  # both streams, each its own TensorBoard run
+  assert scalars['validation/score'] == {2: 2.0, 4: 4.0, 5: 5.0}
+  assert set(scalars['train/loss']) == {1, 2, 3, 4, 5}

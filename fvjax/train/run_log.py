@@ -58,11 +58,22 @@ class RunLog:
 
 
 def read_scalars(folder: str | Path) -> dict[str, dict[int, float]]:
-  """{tag: {step: value}} of every event file under `folder` (a workdir, or its tensorboard/<stream>), in file order,
-  with TensorBoard's purge rule: a session start at step s (a resumed run) drops what was read at steps >= s. Event
-  files are TFRecord frames: an 8-byte length, its 4-byte CRC, the Event proto, the proto's 4-byte CRC."""
-  scalars = {}
+  """{tag: {step: value}} of every event file under `folder` (a workdir, or its tensorboard/<stream>). Each folder
+  of event files is one TensorBoard run, read in file order with TensorBoard's purge rule: a session start at step
+  s (a resumed run) drops what that run logged at steps >= s. Event files are TFRecord frames: an 8-byte length,
+  its 4-byte CRC, the Event proto, the proto's 4-byte CRC."""
+  runs = {}
   for path in sorted(Path(folder).rglob('events.out.tfevents.*'), key=lambda p: p.stat().st_mtime):
+    runs.setdefault(path.parent, []).append(path)
+  scalars = {}
+  for paths in runs.values():
+    scalars.update(_read_run(paths))
+  return scalars
+
+
+def _read_run(paths: list[Path]) -> dict[str, dict[int, float]]:
+  scalars = {}
+  for path in paths:
     data, offset = path.read_bytes(), 0
     while offset + 12 <= len(data):
       length = int(np.frombuffer(data[offset:offset + 8], '<u8')[0])
