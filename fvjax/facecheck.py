@@ -18,7 +18,6 @@ from fvjax import align
 
 MAX_OFFSET = 24.0  # pixels of the 112x112 crop; about two thirds of the template's eye distance (35 px)
 SCALE_RANGE = (0.6, 1.4)  # aligned CelebA crops: 0.81-1.08; LFW 0.83-1.16; CFP profiles 0.64-1.0
-THRESHOLDS = (0.6, 0.7, 0.7)  # MTCNN's stage thresholds, its defaults
 
 
 class NotAFaceError(ValueError):
@@ -40,14 +39,13 @@ class FaceCheck:
     return self.offset <= self.max_offset and SCALE_RANGE[0] <= self.scale <= SCALE_RANGE[1]
 
 
-def check_crop(crop: np.ndarray, max_offset: float = MAX_OFFSET, thresholds=THRESHOLDS) -> FaceCheck:
+def check_crop(crop: np.ndarray, max_offset: float = MAX_OFFSET) -> FaceCheck:
   """uint8 RGB [112, 112, 3] -> `FaceCheck` of its face (passed when one lies where the template puts it)."""
   from fvjax import detection  # JAX, imported when a check runs
   crop = np.asarray(crop)
   if crop.shape != (align.CROP_SIZE, align.CROP_SIZE, 3):
     raise ValueError(f'the face check takes a [{align.CROP_SIZE}, {align.CROP_SIZE}, 3] crop, got {crop.shape}')
-  config = detection.DetectorConfig(thresholds=tuple(thresholds), edge_padding=align.EDGE_PADDING)
-  faces = detection.detect(crop, config)
+  faces = detection.detect(crop, detection.DetectorConfig(edge_padding=align.EDGE_PADDING))  # MTCNN's thresholds
   if not len(faces.boxes):
     return FaceCheck(float('inf'), float('nan'), 0.0, max_offset)
   offsets = np.linalg.norm(faces.landmarks - align.INSIGHTFACE_TEMPLATE, axis=-1).mean(-1)

@@ -31,18 +31,20 @@ def consecutive_pairs_report(embeddings: np.ndarray, issame: np.ndarray) -> dict
   return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
 
 
-def pair_set_embeddings(backbone: backbones.FrozenBackbone, path, images: np.ndarray) -> np.ndarray:
-  """The flip-TTA L2 embeddings [2P, C] of a pair set's decoded faces [2P, 112, 112, 3] (`data.read_pair_images`),
-  cached under FVJAX_CACHE by (backbone, its step, the set's resolved path, size and modification time), so that
-  every run evaluating LFW or CFP on one backbone embeds it once."""
+def pair_set_embeddings(backbone: backbones.FrozenBackbone, path, images: np.ndarray, flip: bool = True
+                        ) -> np.ndarray:
+  """The L2 embeddings [2P, C] (flip-averaged with `flip`) of a pair set's decoded faces [2P, 112, 112, 3]
+  (`data.read_pair_images`), cached under FVJAX_CACHE by (backbone, its step, flip, the set's resolved path, size
+  and modification time), so that every run evaluating LFW or CFP on one backbone embeds it once."""
   stat = Path(path).stat()
-  key = json.dumps([backbone.source, backbone.step, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+  key = json.dumps([backbone.source, backbone.step, flip, str(Path(path).resolve()), stat.st_size,
+                    stat.st_mtime_ns])
   cached = data.folder.DEFAULT_CACHE / 'pair_embeddings' / f'{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy'
   if cached.is_file():
     embeddings = np.load(cached)
     if len(embeddings) == len(images):
       return embeddings
-  embeddings = verification.embed_images(backbone.features_fn, images)
+  embeddings = verification.embed_images(backbone.features_fn, images, flip=flip)
   cached.parent.mkdir(parents=True, exist_ok=True)
   partial = cached.with_suffix(f'.{os.getpid()}.partial.npy')
   np.save(partial, embeddings)
@@ -81,11 +83,8 @@ def evaluate(backbone: backbones.FrozenBackbone, paths: list[str], flip: bool = 
   reports = {}
   for path in paths:
     if is_pair_file(path):
-      if flip:  # cached per (backbone, file)
-        images, issame = data.read_pair_images(path)
-        reports[report_name(path)] = consecutive_pairs_report(pair_set_embeddings(backbone, path, images), issame)
-      else:
-        reports[report_name(path)] = pair_set_report(path, backbone.features_fn, flip)
+      images, issame = data.read_pair_images(path)
+      reports[report_name(path)] = consecutive_pairs_report(pair_set_embeddings(backbone, path, images, flip), issame)
       continue
     split, pairs_drawn = backbones.DataSplit(str(path), test_fraction, split_seed, align), num_pairs
     run = backbone.run_config

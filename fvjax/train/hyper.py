@@ -249,16 +249,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
       'verification': {},
   }
   verification = report['verification']
-  def identity_pairs(name, idx):
+  def report_pairs(name, idx):
     progress_lib.say('hyper eval', f'pairs of the {name}', progress)
     verification[name] = hyper_eval.evaluate_identity_pairs(enrol, features, faces, idx, config, spec)
 
   if len(test_idx):
-    identity_pairs('held_out_identities', test_idx)
+    report_pairs('held_out_identities', test_idx)
   if len(calibration_idx):  # training people the generator never saw: where settings are chosen
     progress_lib.say('hyper eval', 'pairs of the validation_identities', progress)
     verification['validation_identities'] = hyper_eval.evaluate_pairs(enrol, *validation_pairs, spec)
-  identity_pairs('training_identities', image_indices)
+  report_pairs('training_identities', image_indices)
   if len(test_idx) and config.identification:
     progress_lib.say('hyper eval', '1:N identification of the held-out identities', progress)
     report['identification'] = hyper_eval.evaluate_identification(enrol, features, faces, test_idx, spec,

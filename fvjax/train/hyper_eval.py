@@ -60,9 +60,7 @@ def enrol_first_scalars(enrol, embeddings: np.ndarray, inputs: np.ndarray, issam
                         spec: verifier.VerifierSpec) -> dict[str, float]:
   """AUC and 10-fold accuracy of the verifiers on pairs (2i, 2i + 1), the first image enrolled: what a run logs
   on its validation people while it trains."""
-  pairs = np.arange(len(embeddings)).reshape(-1, 2)
-  scores = _pair_logits(enrol, embeddings[pairs[:, 0]], inputs[pairs[:, 0]], inputs[pairs[:, 1]], spec)
-  report = verification.verification_report(scores, issame)
+  report = _verifier_report(enrol, embeddings, inputs, issame, spec, enrolled=0)
   return {'auc': report['auc'], 'accuracy': report['accuracy']}
 
 
@@ -77,11 +75,19 @@ def evaluate_pairs(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np
   """
   pairs = np.arange(len(embeddings)).reshape(-1, 2)
   result = {'embedding_cosine': verification.verification_report(verification.pair_scores(embeddings, pairs), issame)}
-  for name, (first, second) in {'verifier_enrol_first': (0, 1), 'verifier_enrol_second': (1, 0)}.items():
-    enrolled, probed = pairs[:, first], pairs[:, second]
-    scores = _pair_logits(enrol, embeddings[enrolled], inputs[enrolled], inputs[probed], spec)
-    result[name] = verification.verification_report(scores, issame)
+  for name, enrolled in {'verifier_enrol_first': 0, 'verifier_enrol_second': 1}.items():
+    result[name] = _verifier_report(enrol, embeddings, inputs, issame, spec, enrolled)
   return result
+
+
+def _verifier_report(enrol, embeddings: np.ndarray, inputs: np.ndarray, issame: np.ndarray,
+                     spec: verifier.VerifierSpec, enrolled: int) -> dict:
+  """`verification_report` of the verifiers on pairs (2i, 2i + 1): image `enrolled` (0 or 1) of each pair enrolled,
+  the other probed."""
+  pairs = np.arange(len(embeddings)).reshape(-1, 2)
+  enrol_rows, probe_rows = pairs[:, enrolled], pairs[:, 1 - enrolled]
+  scores = _pair_logits(enrol, embeddings[enrol_rows], inputs[enrol_rows], inputs[probe_rows], spec)
+  return verification.verification_report(scores, issame)
 
 
 def _pair_logits(enrol, enrol_embeddings: np.ndarray, enrol_inputs: np.ndarray, probes: np.ndarray, spec,

@@ -10,6 +10,7 @@ stream is indexed by step (`fvjax.data.train_batches`), so the checkpointed
 resumed ends with the same parameters as an uninterrupted run.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -134,8 +135,8 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   lead = jax.process_index() == 0  # one host logs and shows progress
   bar = tqdm(total=end, initial=start, desc=stage, disable=not progress or not lead, dynamic_ncols=True)
   window_start, window_images = time.perf_counter(), 0
-  validation_log = run_log.RunLog(workdir, first_step=start + 1, stream='validation') if validate else None
-  with run_log.RunLog(workdir, first_step=start + 1) as log:
+  validation = run_log.RunLog(workdir, first_step=start + 1, stream='validation') if validate else None
+  with run_log.RunLog(workdir, first_step=start + 1) as log, validation or contextlib.nullcontext():
     for step in range(start + 1, end + 1):
       batch = next(batches)
       if step == start + 1:
@@ -157,11 +158,9 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
         log.write(step, {**metrics, 'images_per_s': window_images / (time.perf_counter() - window_start)})
         window_start, window_images = time.perf_counter(), 0
       if validate is not None and ((validate_every and step % validate_every == 0) or step == end):
-        validation_log.write(step, validate(state))
+        validation.write(step, validate(state))
         window_start = time.perf_counter()  # the validation's time is not the step's
   bar.close()
-  if validation_log is not None:
-    validation_log.close()
   mgr.wait_until_finished()
   return state
 
