@@ -9,6 +9,10 @@ finalised checkpoint that is later damaged (truncated, edited, files deleted):
   start;
 - loading a finished run (`load_run`) restores exactly the step its report.json
   describes, or raises `CheckpointError` naming both steps.
+
+A run that validates while it trains also keeps its best-on-validation step in
+`<workdir>/best_checkpoint/` (one step, beside the latest ones in
+`<workdir>/checkpoints/`); a report may describe either.
 """
 
 import json
@@ -21,6 +25,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+
+CHECKPOINTS, BEST_CHECKPOINT = 'checkpoints', 'best_checkpoint'
 
 
 class CheckpointError(RuntimeError):
@@ -146,25 +153,31 @@ def described_step(workdir: str | os.PathLike) -> int | None:
   return None if steps is None else int(steps)
 
 
-def _finished_step(mgr: ocp.CheckpointManager, workdir: Path) -> int | None:
-  """The step to load from a run: the one its report describes (refusing when it is gone), else the latest."""
+def _finished_step(workdir: Path) -> tuple[ocp.CheckpointManager, int] | None:
+  """(manager, step) to load from a run: the step its report describes, from the latest checkpoints or the
+  best-on-validation one (refusing when it is in neither), else the latest step; None without checkpoints."""
+  directory = workdir / CHECKPOINTS
+  if not directory.is_dir():
+    return None
+  latest = manager(directory)
   step = described_step(workdir)
   if step is None:
-    return mgr.latest_step()
-  if step not in mgr.all_steps():
-    raise CheckpointError(f'{workdir / "report.json"} describes step {step}, but its checkpoint is gone (newest '
-                          f'step: {mgr.latest_step()}); rerun the training command to redo it')
-  return step
+    return (latest, latest.latest_step()) if latest.latest_step() is not None else None
+  if step in latest.all_steps():
+    return latest, step
+  if (workdir / BEST_CHECKPOINT).is_dir() and step in (best := manager(workdir / BEST_CHECKPOINT)).all_steps():
+    return best, step
+  raise CheckpointError(f'{workdir / "report.json"} describes step {step}, but its checkpoint is gone (newest '
+                        f'step: {latest.latest_step()}); rerun the training command to redo it')
 
 
 def load_run_config(workdir: str | os.PathLike) -> tuple[dict, int]:
   """(run config dict, step) of a `fvjax` workdir (the step its report describes, else the latest), without
   restoring its state."""
-  directory = Path(workdir) / 'checkpoints'
-  mgr = manager(directory) if directory.is_dir() else None
-  step = _finished_step(mgr, Path(workdir)) if mgr else None
-  if step is None:
-    raise FileNotFoundError(f'no checkpoint under {directory}')
+  found = _finished_step(Path(workdir))
+  if found is None:
+    raise FileNotFoundError(f'no checkpoints under {Path(workdir) / CHECKPOINTS}')
+  mgr, step = found
   return _read_meta(mgr, step)['run'], step
 
 
@@ -175,15 +188,11 @@ def load_run(workdir: str | os.PathLike, command: str | None = None, field: str 
   command, field: the run must be one of `fvjax <command>`, whose configs have `field`; another trainer's run is a
   CheckpointError saying so (rather than a missing config key deep in the caller).
   """
-  directory = Path(workdir) / 'checkpoints'
-  if not directory.is_dir():
-    raise FileNotFoundError(f'no checkpoints under {directory}')
-  mgr = manager(directory)
-  step = _finished_step(mgr, Path(workdir))
-  restored = restore(mgr, step=step) if step is not None else None
-  if restored is None:
-    raise FileNotFoundError(f'no checkpoint under {directory}')
-  state, meta, _ = restored
+  found = _finished_step(Path(workdir))
+  if found is None:
+    raise FileNotFoundError(f'no checkpoints under {Path(workdir) / CHECKPOINTS}')
+  mgr, step = found
+  state, meta, _ = restore(mgr, step=step)
   if field is not None and field not in meta['run']:
     raise CheckpointError(f'{workdir} is not a `fvjax {command}` run: its checkpoints were written by another command')
   return state, meta['run']

@@ -127,7 +127,7 @@ def print_coreset_report(report: dict, command: str) -> None:
   print(f"\n{report['templates']} templates of {report['test_identities']} unseen identities: "
         f"{pairs['genuine']:,} genuine / {pairs['impostor']:,} impostor template pairs; FaceCoresetNet K="
         f"{report['coreset_size']}, {report['aggregator_params']:,} params, gamma {report['gamma']:.4f}, "
-        f"step {report['selected_step']} selected by {report['selection_metric']}")
+        f"step {report['steps']} selected by {report['selection']['metric']}")
   fars = ('0.0001', '0.001', '0.01', '0.1')
   print(f"{'set descriptor':<24}{'AUC':>7}" + ''.join(f'{"TAR@FAR=" + f:>16}' for f in fars))
   for name, r in report['sets'].items():

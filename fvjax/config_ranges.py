@@ -1,4 +1,5 @@
-"""Declared ranges of every numeric config field, checked when a config is loaded, before any work starts.
+"""Declared ranges of every numeric config field, and the choices of fixed-vocabulary text fields, checked when a
+config is loaded, before any work starts.
 
 A field's range is found by its dotted path ('optimizer.learning_rate'), else by its last name ('learning_rate'),
 else by its parent's name ('num_pairs.*'), so one declaration covers the field wherever a trainer's config has it.
@@ -54,14 +55,14 @@ RANGES = {
         'total_steps', 'batch_size', 'embedding_size', 'eval_pairs', 'keep_checkpoints', 'log_every',
         'checkpoint_every', 'eval_every', 'users_per_batch', 'positives_per_user', 'num_clusters', 'hidden',
         'input_size', 'calibration_images', 'decode_threads', 'coreset_size', 'num_heads', 'set_size', 'max_set_size',
-        'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*')},
+        'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*', 'quality_hidden', 'steps')},
     # steps at which something starts, paddings, seeds, "0 = all"
     **{name: START for name in ('warmup_steps', 'kcs_start', 'norm_penalty_start', 'crop_padding',
                                 'max_train_identities', 'seed', 'split_seed')},
-    'test_fraction': Range(0, 1, high_open=True),  # 0: no held-out people (paper-scale runs evaluate on .bin sets)
-    **{name: FRACTION for name in ('calibration_fraction', 'validation_fraction', 'calibration_far',
-                                   'selection_far')},
-    **{name: PROBABILITY for name in ('flip', 'dropout_rate', 'brightness', 'contrast', 't_alpha')},
+    # 0: no held-out people (paper-scale runs evaluate on .bin sets), no validation people
+    **{name: Range(0, 1, high_open=True) for name in ('test_fraction', 'validation_fraction')},
+    **{name: FRACTION for name in ('calibration_fraction', 'calibration_far', 'selection_far')},
+    **{name: PROBABILITY for name in ('flip', 'dropout_rate', 'brightness', 'contrast', 't_alpha', 'degraded_share')},
     'momentum': Range(0, 1, high_open=True),
     'decay_factor': Range(0, 1, low_open=True),
     'distill_centre': Range(-1, 1),
@@ -69,6 +70,14 @@ RANGES = {
                                    'grad_clip_norm')},
     **{name: NON_NEGATIVE for name in ('weight_decay', 'norm_penalty', 'distill_weight', 'margin_weight',
                                        'positive_weight', 'm', 'h', 'gamma_init')},
+}
+
+
+CHOICES = {  # by a field's last name, wherever it is nested
+    'evaluate_checkpoint': ('last', 'best'),
+    'quality': ('norm', 'learned'),
+    'align': ('auto', 'always', 'never'),
+    'tar_at_far_method': ('conservative', 'insightface'),
 }
 
 
@@ -83,22 +92,32 @@ def range_of(path: str) -> Range | None:
 
 def numeric_fields(config: ml_collections.ConfigDict, prefix: str = '') -> dict:
   """{dotted path: value} of every number (not bool) in the config, nested ones included."""
+  return _fields(config, lambda v: isinstance(v, numbers.Number) and not isinstance(v, bool), prefix)
+
+
+def _fields(config: ml_collections.ConfigDict, wanted, prefix: str = '') -> dict:
+  """{dotted path: value} of every value `wanted` accepts in the config, nested ones included."""
   fields = {}
   for key, value in config.items():
     if isinstance(value, (ml_collections.ConfigDict, dict)):
-      fields.update(numeric_fields(ml_collections.ConfigDict(value), f'{prefix}{key}.'))
-    elif isinstance(value, numbers.Number) and not isinstance(value, bool):
+      fields.update(_fields(ml_collections.ConfigDict(value), wanted, f'{prefix}{key}.'))
+    elif wanted(value):
       fields[f'{prefix}{key}'] = value
   return fields
 
 
 def check(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The config itself when every numeric field with a declared range lies in it (and templates.min_size <=
-  templates.max_size); raises ValueError naming the first field that does not."""
+  """The config itself when every numeric field with a declared range lies in it, every field of `CHOICES` is one
+  of its choices (and templates.min_size <= templates.max_size); raises ValueError naming the first field that
+  does not."""
   for path, value in numeric_fields(config).items():
     declared = range_of(path)
     if declared is not None and not declared.contains(value):
       raise ValueError(f'config field {path} must be {declared.describe()}, got {value!r}')
+  for path, value in _fields(config, lambda v: isinstance(v, str)).items():
+    choices = CHOICES.get(path.split('.')[-1])
+    if choices is not None and value not in choices:
+      raise ValueError(f'config field {path} must be one of {", ".join(map(repr, choices))}, got {value!r}')
   templates = config.get('templates')
   if templates is not None and templates.get('min_size', 0) > templates.get('max_size', math.inf):
     raise ValueError(f'config field templates.min_size ({templates.min_size}) exceeds templates.max_size '

@@ -40,11 +40,18 @@ def test_train_command_end_to_end_on_shipped_faces(tmp_path, capsys):
   workdir = tmp_path / 'run'
   cli.main(['train', '--config', 'experiments/seesaw_celeba_cpu.py', '--workdir', str(workdir),
             '--set', f'data_dir={cli.DEMO_DATA}', '--set', 'align=never', '--set', 'total_steps=2', '--set', 'batch_size=8',
-            '--set', 'eval_pairs=200', '--set', 'backbone=mobilefacenet', '--set', 'checkpoint_every=1'])
+            '--set', 'eval_pairs=200', '--set', 'backbone=mobilefacenet', '--set', 'checkpoint_every=1',
+            '--set', 'validation_fraction=0.2', '--set', 'eval_every=1', '--set', 'evaluate_checkpoint=best'])
   report = json.loads((workdir / 'report.json').read_text())
-  assert report['params'] == 1_200_512 and report['steps'] == 2 and report['test_identities'] == 10
+  assert report['params'] == 1_200_512 and report['test_identities'] == 10 and report['train_identities'] == 22
+  from fvjax.train import run_log
+  validation = run_log.read_scalars(workdir)['validation/auc']  # 6 of the 28 training people, every step
+  best = report['selection']['best_step']
+  assert set(validation) == {1, 2} and validation[best] == max(validation.values())
+  assert report['steps'] == best and report['selection']['last_step'] == 2
+  assert report['selection']['best_validation']['auc'] == pytest.approx(validation[best])
   held_out = report['verification']['held_out_identities']
-  # The saved checkpoint, evaluated independently on the run's own split, reproduces the run's report.
+  # The selected checkpoint, evaluated independently on the run's own split, reproduces the run's report.
   from fvjax import backbones
   from fvjax.eval import pairs
   again = pairs.evaluate(backbones.load(str(workdir)), [str(cli.DEMO_DATA)], num_pairs=200, align='never')

@@ -37,3 +37,6 @@ def test_check_names_the_field_and_the_value():
   templates = ml_collections.ConfigDict({'templates': {'min_size': 5, 'max_size': 2}})
   with pytest.raises(ValueError, match='templates.min_size .5. exceeds templates.max_size .2.'):
     config_ranges.check(templates)
+  choice = ml_collections.ConfigDict({'evaluate_checkpoint': 'bset'})
+  with pytest.raises(ValueError, match="field evaluate_checkpoint must be one of 'last', 'best', got 'bset'"):
+    config_ranges.check(choice)

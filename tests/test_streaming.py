@@ -45,7 +45,7 @@ def test_features_are_cached_memory_mapped_and_equal_flip_embeddings(backbone_ru
   features_of(backbone_run)
   assert path.stat().st_mtime_ns == stamp  # reused
 
-  key = backbone_run / 'features' / 'key.json'
+  key = backbone_run / 'features' / 'features.key.json'
   key.write_text(json.dumps({**json.loads(key.read_text()), 'backbone_step': -1}))  # another backbone step
   again, _ = features_of(backbone_run)
   assert path.stat().st_mtime_ns != stamp

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 from fvjax import checkpoint
 from fvjax.train import (LoopConfig, NonFiniteLossError, OptimizerConfig, learning_rate_schedule, make_optimizer,
                          run_log, train)
+from fvjax.train.loop import best_checkpoint, evaluated_state
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_task import tiny_task  # noqa: E402
@@ -162,7 +164,7 @@ def test_load_run_returns_saved_state_and_shares_the_damage_error(tmp_path):
   saved, run = checkpoint.load_run(tmp_path)
   assert run == {'lr': 0.1}
   assert checkpoint.load_run_config(tmp_path) == ({'lr': 0.1}, 2)  # the config alone, no state restored
-  with pytest.raises(FileNotFoundError, match='no checkpoint under'):
+  with pytest.raises(FileNotFoundError, match='no checkpoints under'):
     checkpoint.load_run_config(tmp_path / 'elsewhere')
   assert leaves_equal(saved['params'], state.params)
   with pytest.raises(FileNotFoundError, match='no checkpoints under'):
@@ -257,3 +259,46 @@ def test_validation_is_its_own_stream_and_does_not_purge_training_curves(tmp_pat
   scalars = run_log.read_scalars(tmp_path)  # both streams, each its own TensorBoard run
   assert scalars['validation/score'] == {2: 2.0, 4: 4.0, 5: 5.0}
   assert set(scalars['train/loss']) == {1, 2, 3, 4, 5}
+
+
+def test_the_best_validation_step_is_kept_across_a_resume_and_loaded_by_its_report(tmp_path):
+  scores = {2: 0.3, 4: 0.7, 6: 0.5, 8: 0.7, 10: 0.1}  # step 8 ties step 4: the earliest is kept
+  validate = lambda state: {'score': scores[int(state.step)], 'other': -1.0}
+  config = LoopConfig(total_steps=10, checkpoint_every=2, keep_checkpoints=2)
+  kwargs = dict(progress=False, validate=validate, validate_every=2, select='score')
+  at_4 = train(tiny_task(), TX, config, tmp_path / 'short', stop_at=4, progress=False)
+  train(tiny_task(), TX, config, tmp_path / 'run', stop_at=6, **kwargs)  # killed after step 6
+  last = train(tiny_task(), TX, config, tmp_path / 'run', **kwargs)  # resumes; the kept best of the first call holds
+  assert sorted(int(p.name) for p in (tmp_path / 'run' / 'checkpoints').iterdir()) == [8, 10]
+  state, step, scalars = best_checkpoint(tmp_path / 'run', last)
+  assert step == int(state.step) == 4 and scalars == {'score': 0.7, 'other': -1.0}
+  assert leaves_equal(state.params, at_4.params) and leaves_equal(state.opt_state, at_4.opt_state)
+
+  used, selection = evaluated_state(tmp_path / 'run', last, 'last')
+  assert used is last and selection == {'used': 'last', 'last_step': 10, 'best_step': 4, 'best_validation': scalars}
+  used, selection = evaluated_state(tmp_path / 'run', last, 'best')
+  assert int(used.step) == 4 and selection['used'] == 'best'
+  assert evaluated_state(tmp_path / 'short', at_4, 'best')[1] == {'used': 'last', 'last_step': 4}  # none kept
+
+  (tmp_path / 'run' / 'report.json').write_text(json.dumps({'steps': 4}))  # a report of the best step
+  saved, _ = checkpoint.load_run(tmp_path / 'run')
+  assert leaves_equal(saved['params'], at_4.params)
+  assert checkpoint.load_run_config(tmp_path / 'run')[1] == 4
+  with pytest.raises(KeyError, match="select='missing' is not one of the validation scalars"):
+    train(tiny_task(), TX, config, tmp_path / 'typo', progress=False, validate=validate, validate_every=2,
+          select='missing')
+
+
+def test_frozen_parameters_never_move_and_leave_the_others_alone():
+  params = {'aggregator': {'gamma': np.float32(0.5), 'quality_head': {'kernel': np.ones((3, 2), np.float32)}},
+            'head': {'centres': np.ones((2, 4), np.float32)}}
+  grads = jax.tree.map(lambda p: np.full_like(p, 3.0), params)
+  config = OptimizerConfig(name='adamw', learning_rate=0.1, weight_decay=0.5, schedule='constant', grad_clip_norm=1.0)
+  frozen = make_optimizer(dataclasses.replace(config, frozen='quality_head/'), 1)
+  updates, _ = frozen.update(grads, frozen.init(params), params)
+  np.testing.assert_array_equal(updates['aggregator']['quality_head']['kernel'], 0.0)  # no step, no decay
+  trained = {'aggregator': {'gamma': params['aggregator']['gamma']}, 'head': params['head']}
+  plain = make_optimizer(config, 1)  # the same optimizer on the trained parameters alone: clipping ignores the rest
+  expected, _ = plain.update(jax.tree.map(lambda p: np.full_like(p, 3.0), trained), plain.init(trained), trained)
+  np.testing.assert_allclose(updates['head']['centres'], expected['head']['centres'], rtol=1e-6)
+  np.testing.assert_allclose(updates['aggregator']['gamma'], expected['aggregator']['gamma'], rtol=1e-6)

@@ -13,6 +13,7 @@ import pytest
 from fvjax import backbones, cli, data, edge, enroll, imageio, userfile, verifiers
 from fvjax.eval import identification
 from fvjax.data import write_bin
+from fvjax.train import run_log
 from fvjax.models import verifier
 
 
@@ -90,11 +91,15 @@ def test_backbone_hypernet_coreset_enroll_verify_end_to_end(tmp_path, capsys):
   coreset_args = ['coreset', '--config', 'experiments/coreset_celeba_cpu.py', '--workdir', str(cs),
                   '--set', f'backbone={bb}', '--set', f'hyper_workdir={hy}', '--set', 'total_steps=2',
                   '--set', 'eval_every=1', '--set', 'checkpoint_every=1', '--set', 'sets_per_batch=4',
-                  '--set', 'max_set_size=5', '--set', 'enrolment.set_size=3']
+                  '--set', 'max_set_size=5', '--set', 'enrolment.set_size=3', '--set', 'selection_far=0.1']
   cli.main(coreset_args)
   report = json.loads((cs / 'report.json').read_text())
-  assert report['aggregator_params'] == 2_104_321 and [h['step'] for h in json.loads(
-      (cs / 'selection.json').read_text())] == [1, 2]
+  assert report['aggregator_params'] == 2_104_321
+  validation = run_log.read_scalars(cs)['validation/tar_at_far_0.1']  # (too few impostor pairs for 1e-2)
+  best = report['selection']['best_step']  # the coreset is evaluated at its best validation step, the earliest of equals
+  assert set(validation) == {1, 2} and report['steps'] == best and validation[best] == max(validation.values())
+  assert best == 1 or validation[1] < validation[2]
+  assert report['selection']['best_validation']['tar_at_far_0.1'] == pytest.approx(validation[best])
   assert set(report['sets']) == {'coreset', 'mean_pooling', 'norm_weighted_pooling'}
   assert {'single_image', 'set_mean', 'set_coreset'} <= set(report['enrolment'])
   assert 'set_coreset' in capsys.readouterr().out

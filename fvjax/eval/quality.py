@@ -15,6 +15,7 @@ identity information drops. This module measures both on real faces:
 """
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 from typing import Callable
@@ -55,6 +56,13 @@ def lower_occlusion(image: np.ndarray, fraction: float) -> np.ndarray:
   return out
 
 
+def jpeg(image: np.ndarray, quality: float) -> np.ndarray:
+  """The image JPEG-compressed at `quality` (1-95; 10 and below: blocky, as a heavily re-compressed frame)."""
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format='JPEG', quality=int(quality))
+  return np.asarray(Image.open(buffer).convert('RGB'))
+
+
 DEGRADATIONS = (
     Degradation('blur (sigma, px)', (1.0, 2.0, 4.0), gaussian_blur),
     Degradation('low resolution (factor)', (2.0, 4.0, 8.0), low_resolution),
@@ -62,9 +70,26 @@ DEGRADATIONS = (
 )
 
 
+# The damage of mixed-quality templates (IJB-style: sharp photos beside blurred, tiny, occluded and re-compressed
+# frames): strong levels only, each leaving a face a person still recognises but a backbone partly loses.
+MIXED_DEGRADATIONS = (
+    Degradation('blur (sigma, px)', (3.0, 4.0, 5.0), gaussian_blur),
+    Degradation('low resolution (factor)', (6.0, 8.0, 10.0), low_resolution),
+    Degradation('lower occlusion (fraction)', (0.4, 0.5, 0.55), lower_occlusion),
+    Degradation('jpeg (quality)', (4.0, 6.0, 8.0), jpeg),
+)
+
+
 def degrade(images: np.ndarray, degradation: Degradation, strength: float) -> np.ndarray:
   """uint8 [N, 112, 112, 3] -> the same images degraded."""
   return np.stack([degradation.apply(image, strength) for image in images])
+
+
+def random_degradation(image: np.ndarray, rng: np.random.Generator,
+                       degradations: tuple[Degradation, ...] = MIXED_DEGRADATIONS) -> np.ndarray:
+  """The uint8 face [112, 112, 3] under one degradation and strength drawn uniformly by `rng`."""
+  degradation = degradations[rng.integers(len(degradations))]
+  return degradation.apply(image, degradation.strengths[rng.integers(len(degradation.strengths))])
 
 
 def norm_quality_report(features_fn: Callable, images: np.ndarray,

@@ -18,7 +18,7 @@ import numpy as np
 
 from fvjax import align, imageio
 from fvjax.eval import verification
-from fvjax.models import coreset
+from fvjax.models import coreset, quality
 
 # descriptor_fn(features [B, T, C], mask [B, T]) -> L2-normalised descriptors [B, C]
 DescriptorFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -72,6 +72,19 @@ def identity_templates(labels: np.ndarray, templates_per_identity: int, size_ran
   owner = np.asarray(owner)
   i, j = np.triu_indices(len(members), k=1)
   return TemplateProtocol(tuple(members), np.stack([i, j], axis=1), owner[i] == owner[j])
+
+
+def mixed_quality(protocol: TemplateProtocol, share: float, offset: int, seed: int) -> TemplateProtocol:
+  """The protocol with floor(share * size + 1/2) members of each template, drawn at random (seeded per template),
+  moved to their degraded copy: row r becomes r + offset (features stacked as [clean rows; degraded rows])."""
+  members = []
+  for i, rows in enumerate(protocol.members):
+    rng = np.random.default_rng([seed, i])
+    moved = rng.permutation(len(rows))[:int(np.floor(share * len(rows) + 0.5))]
+    rows = np.array(rows)
+    rows[moved] += offset
+    members.append(rows)
+  return dataclasses.replace(protocol, members=tuple(members))
 
 
 def read_ijb(meta_dir: str | Path, name: str) -> tuple[np.ndarray, np.ndarray, TemplateProtocol]:
@@ -189,6 +202,12 @@ def evaluate_templates(descriptor_fn: DescriptorFn, features: np.ndarray, protoc
 def pooling_baselines() -> dict[str, DescriptorFn]:
   """The baselines every set evaluation reports beside the aggregator."""
   return {'mean_pooling': jax.jit(coreset.mean_pool), 'norm_weighted_pooling': jax.jit(coreset.norm_weighted_pool)}
+
+
+def quality_weighted_fn(head: quality.QualityHead, params) -> DescriptorFn:
+  """Norm-weighted pooling with a learned quality as each member's norm (`quality.with_quality`), jitted."""
+  return jax.jit(lambda x, m: coreset.norm_weighted_pool(quality.with_quality(x, head.apply({'params': params}, x)),
+                                                         m))
 
 
 def coreset_descriptor_fn(model: coreset.CoresetAggregator, params) -> DescriptorFn:

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fvjax.models.layers import l2_normalize
+from fvjax.models.quality import QualityHead, with_quality
 
 _NORM_EPS = 1e-6
 _LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which the reference's LayerNorms use
@@ -174,6 +175,8 @@ class CoresetAggregator(nn.Module):
   Defaults follow the released training recipe: K = 3, 8 heads, dropout 0.1
   (C = 512 with the reference backbone; any C divisible by num_heads works).
   RNG streams when train: 'gumbel' (the picks) and 'dropout'.
+  quality: 'norm' (the reference: a member's quality is its feature norm) or 'learned' (a `QualityHead` of
+  `quality_hidden` units, pretrained and frozen, gives each member its quality as its norm first: `with_quality`).
   """
   coreset_size: int = 3
   num_heads: int = 8
@@ -181,6 +184,8 @@ class CoresetAggregator(nn.Module):
   gamma_init: float = 0.01
   gumbel_tau: float = 1.0
   gumbel_scale: float = 1.0
+  quality: str = 'norm'
+  quality_hidden: int = 64
 
   @nn.compact
   def __call__(self, features: jax.Array, mask: jax.Array | None = None, train: bool = False) -> SetOutput:
@@ -192,6 +197,10 @@ class CoresetAggregator(nn.Module):
       raise ValueError(f'mask shape {mask.shape} does not match the sets [B, T] = {(b, t)}')
     if self.coreset_size < 1:
       raise ValueError(f'coreset_size must be >= 1, got {self.coreset_size}')
+    if self.quality == 'learned':
+      features = with_quality(features, QualityHead(self.quality_hidden, name='quality_head')(features))
+    elif self.quality != 'norm':
+      raise ValueError(f"quality must be 'norm' or 'learned', got {self.quality!r}")
     gamma = self.param('gamma', nn.initializers.constant(self.gamma_init), ())
     rng = self.make_rng('gumbel') if train else None
     selection, picked = farthest_point_sample(features, mask, self.coreset_size, gamma, rng, self.gumbel_tau,

@@ -8,7 +8,9 @@ memory-mapped: training reads only the rows of each batch, so a set the size of
 MS1MV2 (5.8M images: 24 GB of float32 features) never has to fit in host memory.
 It is written under a temporary name and renamed when complete, with a key
 (backbone, its step, data path, image count) that invalidates it when the backbone
-or the data change; a half-written file is never read.
+or the data change; a half-written file is never read. `degraded_features` caches
+the features of seeded, strongly degraded copies of the same images the same way
+(mixed-quality templates, the learned quality head).
 """
 
 import json
@@ -19,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fvjax import backbones, data
-from fvjax.eval import verification
+from fvjax.eval import quality, verification
 
 DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
 
@@ -27,24 +29,47 @@ DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
 def backbone_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, progress: bool = False
                       ) -> tuple[np.ndarray, data.FaceDataset]:
   """(raw features [N, 2, C] of every image of the split's data and of its mirror (read-only memmap), the faces)."""
+  return _cached_features(backbone, split, 'features', {}, lambda images, rows: (images, images[:, :, ::-1]),
+                          progress)
+
+
+def degraded_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, seed: int,
+                      progress: bool = False) -> tuple[np.ndarray, data.FaceDataset]:
+  """(raw features [N, 1, C] of every image under one random strong degradation (read-only memmap), the faces).
+
+  Image i is damaged by `quality.random_degradation` with `np.random.default_rng([seed, i])`: blur, low
+  resolution, occlusion or JPEG (`quality.MIXED_DEGRADATIONS`), the same for any chunking or host."""
+
+  def degrade(images, rows):
+    return (np.stack([quality.random_degradation(image, np.random.default_rng([seed, row]))
+                      for image, row in zip(images, rows)]),)
+
+  names = [(d.name, d.strengths) for d in quality.MIXED_DEGRADATIONS]
+  return _cached_features(backbone, split, f'degraded_{seed}', {'degradations': names}, degrade, progress)
+
+
+def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,
+                     views, progress: bool) -> tuple[np.ndarray, data.FaceDataset]:
+  """(raw features [N, V, C], the faces): the backbone on the V images `views(images, rows)` makes of each image,
+  cached as `<name>.npy` beside its key (the backbone, its step, the data, `extra_key`)."""
   faces = data.load_faces(split.data_dir, align=split.align)
   folder = backbone.features_dir(split)
-  path, key_path = folder / 'features.npy', folder / 'key.json'
+  path, key_path = folder / f'{name}.npy', folder / f'{name}.key.json'
   key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': split.data_dir,
-         'align': split.align, 'images': len(faces)}
+         'align': split.align, 'images': len(faces), **json.loads(json.dumps(extra_key))}
   if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
     return np.load(path, mmap_mode='r'), faces
   if not len(faces):
     raise data.DatasetError(f'{split.data_dir} holds no images')
   folder.mkdir(parents=True, exist_ok=True)
-  partial = folder / f'features.{jax.process_index()}.partial.npy'
-  out = None
-  bar = tqdm(total=2 * len(faces), desc='backbone features', unit='img', disable=not progress)
+  partial = folder / f'{name}.{jax.process_index()}.partial.npy'
+  out, bar = None, None
   for start in range(0, len(faces), DECODE_CHUNK):
-    images = data.decode_all(faces, np.arange(start, min(start + DECODE_CHUNK, len(faces))))
+    rows = np.arange(start, min(start + DECODE_CHUNK, len(faces)))
+    images = views(data.decode_all(faces, rows), rows)
+    bar = bar or tqdm(total=len(images) * len(faces), desc='backbone features', unit='img', disable=not progress)
     chunk = np.stack([verification.embed_images(backbone.features_fn, v, flip=False, normalize_output=False,
-                                                on_batch=bar.update)
-                      for v in (images, images[:, :, ::-1])], axis=1)
+                                                on_batch=bar.update) for v in images], axis=1)
     if out is None:
       out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=(len(faces), *chunk.shape[1:]))
     out[start:start + len(chunk)] = chunk

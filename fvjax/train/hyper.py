@@ -36,6 +36,9 @@ insightface `.bin` set in `eval_bins` (LFW, CFP-FP, AgeDB-30, ...), and on pairs
 of the generator's own training images ('training_identities'): what it fits
 on people it has seen, so that the gap to the held-out people measures how far
 it generalises rather than how well it fits.
+
+Validation: the calibration people (kept out of training) are scored every `eval_every` steps; the step with the
+best AUC is kept in `workdir/best_checkpoint/`, and `evaluate_checkpoint='best'` reports (and enrols with) it.
 """
 
 import dataclasses
@@ -54,7 +57,7 @@ from fvjax.eval import pairs as pairs_lib, verification
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator
 from fvjax.train import extra_people, features as features_lib, hyper_eval, kcs, objectives
-from fvjax.train.loop import LoopConfig, train_from_config
+from fvjax.train.loop import LoopConfig, evaluated_state, train_from_config
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -103,6 +106,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.probe_augment = ml_collections.ConfigDict({**dataclasses.asdict(data.AugmentConfig()), 'flip': 0.0})
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
   c.eval_every = 500  # steps between validations on the calibration people (TensorBoard 'validation/auc')
+  c.evaluate_checkpoint = 'last'  # the step the report evaluates: 'last', or 'best' on validation AUC
   c.identification = True  # also the 1:N identification report on the held-out identities
   c.eval_bins = ()  # insightface .bin verification sets for the pair protocol
   c.decode_threads = 4  # host threads decoding each batch's probe images
@@ -234,10 +238,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
     validate = lambda state: hyper_eval.enrol_first_scalars(enrolment_fn(config, state.params), *validation_pairs,
                                                             spec)
   state = train_from_config(task, config, workdir, progress=progress, stage='hyper train', validate=validate,
-                            validate_every=config.eval_every)
+                            validate_every=config.eval_every, select='auc')
+  state, selection = evaluated_state(workdir, state, config.evaluate_checkpoint)
   enrol = enrolment_fn(config, state.params)
   report = {
       'steps': int(state.step),  # the checkpoint this report describes; enrolment loads exactly it
+      'selection': selection,
       'training_people': len(identities),  # the identities drawn as users (enough images for enrolment + probes)
       'verifier_params': spec.num_params,
       'verifier_madds': models.count_madds_of(lambda t, x: verifier.apply(t, x, spec),

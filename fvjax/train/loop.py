@@ -107,7 +107,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation, seed: int, mes
 def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, workdir: str | Path, *,
           run_meta: dict | None = None, learning_rate_fn: optax.Schedule | None = None, mesh=None,
           stop_at: int | None = None, progress: bool = True, stage: str = 'train',
-          validate: Callable[[TrainState], dict[str, float]] | None = None, validate_every: int = 0) -> TrainState:
+          validate: Callable[[TrainState], dict[str, float]] | None = None, validate_every: int = 0,
+          select: str | None = None) -> TrainState:
   """Trains to `config.total_steps`, resuming from the latest checkpoint in `workdir`.
 
   run_meta: JSON-able description of the run (its config), saved with every
@@ -117,15 +118,19 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
   stage: the progress bar's name ('hyper train', 'coreset train', ...).
   validate: state -> scalars measured on validation people, run every `validate_every` steps and at the last step,
     logged as the run's 'validation' stream (TensorBoard).
-  Logs metrics to `workdir/metrics.jsonl` and TensorBoard events (`run_log.RunLog`).
+  select: a scalar of `validate` to maximise: the state where it is highest (the earliest of equals) is kept in
+    `workdir/best_checkpoint/` with its scalars, beside the latest checkpoints (`best_checkpoint` reads it back).
+  Returns the last state. Logs metrics to `workdir/metrics.jsonl` and TensorBoard events (`run_log.RunLog`).
   """
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = mesh or parallel.data_mesh()
   run_meta = json.loads(json.dumps(run_meta or {}))
   state = init_state(task, tx, config.seed, mesh)
-  mgr = checkpoint.manager(workdir / 'checkpoints', keep=config.keep_checkpoints, save_every=config.checkpoint_every)
+  mgr = checkpoint.manager(workdir / checkpoint.CHECKPOINTS, keep=config.keep_checkpoints,
+                           save_every=config.checkpoint_every)
   restored = checkpoint.resume(mgr, state, run_meta)  # the newest intact step; damaged newer ones set aside
+  best = _BestKeeper(workdir, select, state, run_meta) if validate and select else None
   if restored is not None:
     state = restored[0]
   start = int(state.step)
@@ -158,11 +163,57 @@ def train(task: Task, tx: optax.GradientTransformation, config: LoopConfig, work
         log.write(step, {**metrics, 'images_per_s': window_images / (time.perf_counter() - window_start)})
         window_start, window_images = time.perf_counter(), 0
       if validate is not None and ((validate_every and step % validate_every == 0) or step == end):
-        validation.write(step, validate(state))
+        scalars = validate(state)
+        validation.write(step, scalars)
+        if best:
+          best.offer(step, state, scalars)
         window_start = time.perf_counter()  # the validation's time is not the step's
   bar.close()
   mgr.wait_until_finished()
   return state
+
+
+class _BestKeeper:
+  """The best-on-validation state of a run, in `workdir/best_checkpoint/` (one step; its meta holds the scalars)."""
+
+  def __init__(self, workdir: Path, select: str, like: TrainState, run_meta: dict):
+    self.select, self.run_meta = select, run_meta
+    self.mgr = checkpoint.manager(workdir / checkpoint.BEST_CHECKPOINT, keep=1)
+    kept = checkpoint.resume(self.mgr, like, run_meta)  # a resumed run's best so far
+    self.value = kept[1]['validation'][select] if kept else -math.inf
+
+  def offer(self, step: int, state: TrainState, scalars: dict[str, float]) -> None:
+    if self.select not in scalars:
+      raise KeyError(f'select={self.select!r} is not one of the validation scalars {sorted(scalars)}')
+    if scalars[self.select] > self.value:  # NaN never wins
+      self.value = scalars[self.select]
+      checkpoint.save(self.mgr, step, state, {'run': self.run_meta, 'step': step, 'validation': scalars}, force=True)
+
+
+def best_checkpoint(workdir: str | Path, like: TrainState) -> tuple[TrainState, int, dict[str, float]] | None:
+  """(state, step, validation scalars) of a run's best-on-validation checkpoint (`train(select=...)`), restored
+  with the structure and shardings of `like`; None when the run kept none."""
+  directory = Path(workdir) / checkpoint.BEST_CHECKPOINT
+  restored = checkpoint.restore(checkpoint.manager(directory), like) if directory.is_dir() else None
+  if restored is None:
+    return None
+  state, meta, step = restored
+  return state, step, meta['validation']
+
+
+def evaluated_state(workdir: str | Path, last: TrainState, use: str) -> tuple[TrainState, dict]:
+  """(state, selection) for a trainer's report: the last state, or with use='best' the best-on-validation one (the
+  last when the run kept none). selection: {'used', 'last_step'} and, when kept, 'best_step' with its
+  'best_validation' scalars."""
+  if use not in ('last', 'best'):
+    raise ValueError(f"evaluate_checkpoint must be 'last' or 'best', got {use!r}")
+  best = best_checkpoint(workdir, last)
+  selection = {'used': use if best else 'last', 'last_step': int(last.step)}
+  if best is None:
+    return last, selection
+  state, step, scalars = best
+  selection.update(best_step=step, best_validation=scalars)
+  return (state if use == 'best' else last), selection
 
 
 def _even_batches(batches: Iterator[dict], mesh) -> Iterator[dict]:

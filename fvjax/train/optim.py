@@ -20,6 +20,9 @@ class OptimizerConfig:
   first match sets its rate. Parameters no rule matches decay at
   `weight_decay` if they are kernels (rank >= 2) and not at all otherwise
   (BatchNorm, biases, PReLU slopes).
+
+  frozen: a regex searched in the same paths; matching parameters are never updated (no gradient step, no decay,
+  not in the gradient clipping), e.g. a pretrained part of the model. '' freezes nothing.
   """
   name: str = 'sgd'
   learning_rate: float = 0.1
@@ -31,6 +34,7 @@ class OptimizerConfig:
   decay_factor: float = 0.1
   grad_clip_norm: float | None = None
   weight_decay_rules: tuple[tuple[str, float], ...] = ()
+  frozen: str = ''
 
 
 def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
@@ -51,12 +55,16 @@ def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.S
   return optax.join_schedules([warmup, decay], [config.warmup_steps])
 
 
+def _path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
 def decay_rates(params, config: OptimizerConfig):
   """The weight-decay rate of every parameter: a tree of floats shaped like `params` (see `OptimizerConfig`)."""
   rules = [(re.compile(pattern), float(rate)) for pattern, rate in config.weight_decay_rules]
 
   def rate(path, p):
-    name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+    name = _path_name(path)
     for pattern, value in rules:
       if pattern.search(name):
         return value
@@ -93,4 +101,9 @@ def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientT
     raise ValueError(f"unknown optimizer {config.name!r}; expected 'sgd' or 'adamw'")
   if config.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  if config.frozen:
+    frozen = re.compile(config.frozen)
+    labels = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: 'frozen' if frozen.search(_path_name(path)) else 'trained', params)
+    tx = optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
   return tx

@@ -6,6 +6,11 @@ experiments call: load faces -> split identities -> train (resuming) ->
 evaluate on held-out identities (and insightface .bin sets, if given) ->
 `workdir/report.json`.
 
+Validation (`validation_fraction` > 0): that share of the training identities is kept out of training; every
+`eval_every` steps their pairs are scored (AUC, 10-fold accuracy; TensorBoard stream 'validation') and the step
+with the best AUC is kept in `workdir/best_checkpoint/`. The report evaluates the last step or, with
+`evaluate_checkpoint='best'`, that one, and says which (`steps`, `selection`).
+
 Distillation (`config.teacher`): the student's embedding is pulled towards the teacher's centred verification
 descriptor of the same training image, with the loss 1 - cos(student, target). The target is the teacher's image +
 mirror features summed and L2-normalised (cached once by `fvjax.train.features`), minus their mean over the
@@ -19,7 +24,7 @@ the teacher never runs in the training step. Only the training identities' image
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import chex
 import flax.linen as nn
@@ -33,7 +38,7 @@ from fvjax import backbones, data, models
 from fvjax.eval import pairs as pairs_lib, verification
 from fvjax.train import features as features_lib
 from fvjax.models.heads import MarginConfig, MarginHead
-from fvjax.train.loop import LoopConfig, Task, train_from_config
+from fvjax.train.loop import LoopConfig, Task, TrainState, evaluated_state, train_from_config
 from fvjax.train.optim import OptimizerConfig
 
 
@@ -44,6 +49,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.align = 'auto'  # identity folders of raw photos: 'auto' aligns images that are not 112x112, 'never' pads them
   c.test_fraction = 0.25  # identities held out for verification (0 with a .rec + eval_bins)
   c.split_seed = 0
+  c.validation_fraction = 0.0  # of the training identities, kept out to validate every eval_every steps
+  c.eval_every = 500
+  c.evaluate_checkpoint = 'last'  # the step the report evaluates: 'last', or 'best' on validation AUC
   c.backbone = 'seesaw_shuffle'
   c.embedding_size = 512
   c.activation = ''  # '' = the backbone's default
@@ -139,6 +147,23 @@ def _with_teacher_targets(batches: Iterator[dict], targets: TeacherTargets) -> I
     yield {**batch, 'teacher': targets(batch['index'])}
 
 
+def validation_fn(backbone: nn.Module, faces: data.FaceDataset, idx: np.ndarray, config
+                  ) -> Callable[[TrainState], dict[str, float]]:
+  """state -> {'auc', 'accuracy'} of the backbone's cosine on `config.eval_pairs` pairs among the images `idx`
+  (decoded once; flip TTA as `eval_flip`)."""
+  images = data.decode_all(faces, idx)
+  pairs, issame = verification.make_pairs(faces.labels[idx], config.eval_pairs, config.split_seed)
+  apply = jax.jit(lambda variables, x: backbone.apply(variables, x, train=False))
+
+  def validate(state: TrainState) -> dict[str, float]:
+    variables = backbones.backbone_variables(state.params, state.model_state)
+    embeddings = verification.embed_images(lambda x: apply(variables, x), images, flip=config.eval_flip)
+    report = verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
+    return {'auc': report['auc'], 'accuracy': report['accuracy']}
+
+  return validate
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | None = None,
         progress: bool = True) -> dict:
   """Trains (resuming from `workdir`) and evaluates; returns and writes the report."""
@@ -150,6 +175,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
     train_idx, test_idx = data.split_identities(faces.labels, config.test_fraction, config.split_seed)
   else:
     train_idx, test_idx = np.arange(len(faces)), np.zeros(0, np.int64)
+  validation_idx = np.zeros(0, np.int64)
+  if config.validation_fraction:
+    fit, held = data.split_identities(faces.labels[train_idx], config.validation_fraction, config.split_seed + 1)
+    train_idx, validation_idx = train_idx[fit], train_idx[held]
   stream, num_classes = data.train_batches(faces, train_idx, config.batch_size, config.seed,
                                            data.AugmentConfig(**config.augment))
   model = FaceClassifier(backbones.build_backbone(config), MarginHead(num_classes, MarginConfig(**config.margin)))
@@ -159,10 +188,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
                                config.margin_weight, config.distill_weight)
   else:
     task = classification_task(model, lambda start: data.iterate(stream, start))
-  state = train_from_config(task, config, workdir, stop_at=stop_at, progress=progress,
-                           stage='backbone train')
+  validate = validation_fn(model.backbone, faces, validation_idx, config) if len(validation_idx) else None
+  state = train_from_config(task, config, workdir, stop_at=stop_at, progress=progress, stage='backbone train',
+                            validate=validate, validate_every=config.eval_every, select='auc')
   if int(state.step) < config.total_steps:
     return {'step': int(state.step), 'finished': False}
+  state, selection = evaluated_state(workdir, state, config.evaluate_checkpoint)
   backbone_vars = backbones.backbone_variables(state.params, state.model_state)
   embed_fn = verification.backbone_embed_fn(model.backbone, backbone_vars)
   report = {
@@ -170,7 +201,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, stop_at: int | N
       'params': models.count_params(backbone_vars),
       'madds': models.count_madds(model.backbone, backbone_vars, models.INPUT_SHAPE),
       'train_identities': int(num_classes),
-      'steps': int(state.step),
+      'steps': int(state.step),  # the checkpoint this report evaluates (`selection` says why)
+      'selection': selection,
       'verification': {},
   }
   if config.teacher:
