@@ -7,8 +7,9 @@ after an interruption continues where it stopped; finished stages are reloaded):
               on 75% of the identities; by default the shipped pretrained dlib_resnet is the backbone and this
               stage is skipped;
 2. hyper/     hypernetwork personalised verifiers on that frozen backbone (trained on the same 75%);
-3. coreset/   FaceCoresetNet set aggregator on the same backbone's features, and
-              single-image vs set enrolment of the personalised verifiers.
+3. coreset/   FaceCoresetNet set aggregator on the same backbone's features, its templates also tested with half
+              of their members degraded (mixed quality), and single-image vs set enrolment of the personalised
+              verifiers.
 
 All evaluation is on the 25% held-out identities. Writes `report.json` (every
 number) and `roc.png` (ROC of each method) into the workdir.
@@ -77,6 +78,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
   cs.templates.per_identity = 3
   cs.templates.max_size = 3
   cs.enrolment.set_size = 3
+  cs.eval_degraded_shares = (0.5,)  # the case FaceCoresetNet is for: half of each template blurred, tiny, occluded
   if pretrained.is_pretrained(backbone):
     for stage in (hy, cs):
       stage.data_dir, stage.test_fraction, stage.split_seed, stage.align = (bb.data_dir, bb.test_fraction,
@@ -120,6 +122,9 @@ def summary_rows(report: dict) -> list[dict]:
       ('mean pooling', 0, None, templates, c['sets']['mean_pooling']),
       ('norm-weighted pooling', 0, None, templates, c['sets']['norm_weighted_pooling']),
   ]
+  for share, results in c.get('mixed_sets', {}).items():
+    rows += [(f'coreset, {float(share):.0%} degraded', c['aggregator_params'], None, templates, results['coreset']),
+             (f'mean pooling, {float(share):.0%} degraded', 0, None, templates, results['mean_pooling'])]
   # 10-fold accuracy only where genuine and impostor pairs are balanced; elsewhere AUC and TAR@FAR speak.
   return [{'method': m, 'params': p, 'madds_per_probe': f, 'protocol': proto,
            'accuracy': r['accuracy'] if proto == image_pairs else None,

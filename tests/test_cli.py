@@ -95,6 +95,7 @@ def test_demo_table_and_roc_figure(tmp_path):
                     'embedding_cosine': result(2.0), 'verifier_enrol_first': result(1.0)}}},
       'coreset': {'aggregator_params': 2_104_321, 'templates': 20, 'template_pairs': {'genuine': 10, 'impostor': 180},
                   'sets': {'coreset': result(3.0), 'mean_pooling': result(2.5), 'norm_weighted_pooling': result(0.5)},
+                  'mixed_sets': {'0.5': {'coreset': result(2.0), 'mean_pooling': result(1.0)}},
                   'enrolment': {'users': 10, 'set_size': 3, 'probes': 70, 'genuine_pairs': 70, 'impostor_pairs': 630,
                                 **enrol}},
   }
@@ -102,6 +103,8 @@ def test_demo_table_and_roc_figure(tmp_path):
   assert [r['method'] for r in rows][:2] == ['backbone cosine', 'verifier, enrol 1 image']
   held_out = report['hyper']['verification']['held_out_identities']
   assert rows[0]['auc'] == held_out['embedding_cosine']['auc'] and rows[5]['params'] == 2_104_321
+  assert [r['method'] for r in rows[-2:]] == ['coreset, 50% degraded', 'mean pooling, 50% degraded']
+  assert rows[-1]['auc'] == report['coreset']['mixed_sets']['0.5']['mean_pooling']['auc']
   table = demo.format_table(rows)
   assert 'coreset set descriptor' in table and '2,104,321' in table and '145.8M' in table
   assert '10 users x 70 probes' in table  # 700 scores: each user's verifier on every probe
