@@ -4,8 +4,8 @@ FaceCoresetNet reads the raw feature norm as image quality (first pick, norm-wei
 This measures, for each backbone, how the norm and the identity (cosine to the clean image's descriptor) fall as
 the degradation grows, and their rank correlation over all degraded images (`fvjax.eval.quality`).
 Run:      python experiments/norm_quality_celeba_cpu.py [KEY=VALUE ...]   (config overrides)
-          (after experiments/seesaw_celeba_cpu.py and experiments/seesaw_distill_celeba_cpu.py, whose backbones it
-          reads; dlib_resnet is shipped)
+          (after experiments/seesaw_celeba_cpu.py, experiments/seesaw_distill_celeba_cpu.py and
+          experiments/seesaw_adaface_celeba_cpu.py, whose backbones it reads; dlib_resnet is shipped)
 Data:     $FVJAX_DATA_DIR/celeba_aligned: the 1,200 images of the 60 identities every CelebA experiment holds out.
 Runtime:  about 10 minutes on 2 CPU cores.
 """
@@ -24,7 +24,8 @@ def get_config():
   c.align = 'auto'  # the crops are 112x112 already: used as they are, as in training
   c.test_fraction = 0.25
   c.split_seed = 0
-  c.backbones = ('pretrained:dlib_resnet', 'runs/seesaw_celeba_cpu', 'runs/seesaw_distill_celeba_cpu')
+  c.backbones = ('pretrained:dlib_resnet', 'runs/seesaw_celeba_cpu', 'runs/seesaw_distill_celeba_cpu',
+                 'runs/seesaw_adaface_celeba_cpu')
   return c
 
 

@@ -5,6 +5,8 @@ templates leave nothing to select (mean pooling is near perfect). Here 30% of ev
 strongly degraded copies (blur, low resolution, occlusion, JPEG; seeded), and the held-out templates are tested
 clean and with 25% / 50% of their members degraded (`fvjax.eval.set_quality`).
 Run:      python experiments/set_quality_celeba_cpu.py [KEY=VALUE ...]   (config overrides)
+          python experiments/set_quality_celeba_cpu.py coreset.backbone=runs/seesaw_adaface_celeba_cpu
+          (after experiments/seesaw_adaface_celeba_cpu.py: the same table on a backbone trained with AdaFace)
 Data:     $FVJAX_DATA_DIR/celeba_aligned, the split of experiments/coreset_celeba_pretrained_cpu.py (60 test
           identities; 15% of the 180 training identities validate).
 Protocol: 4 disjoint random templates (1-8 images) per test identity, all template pairs, 3 protocol seeds (the
@@ -33,4 +35,5 @@ def get_config():
 
 if __name__ == '__main__':
   config = cli.load_config(__file__, sys.argv[1:])
-  print(set_quality.format_table(set_quality.run(config, 'runs/set_quality_celeba_cpu')))
+  workdir = Path('runs/set_quality_celeba_cpu') / Path(config.coreset.backbone.removeprefix('pretrained:')).name
+  print(set_quality.format_table(set_quality.run(config, workdir)))

@@ -62,8 +62,10 @@ RANGES = {
     # 0: no held-out people (paper-scale runs evaluate on .bin sets), no validation people
     **{name: Range(0, 1, high_open=True) for name in ('test_fraction', 'validation_fraction')},
     **{name: FRACTION for name in ('calibration_fraction', 'calibration_far', 'selection_far')},
-    **{name: PROBABILITY for name in ('flip', 'dropout_rate', 'brightness', 'contrast', 't_alpha', 'degraded_share')},
+    **{name: PROBABILITY for name in ('flip', 'dropout_rate', 'brightness', 'contrast', 't_alpha', 'degraded_share',
+                                         'low_resolution')},
     'momentum': Range(0, 1, high_open=True),
+    'max_downscale': Range(1),
     'decay_factor': Range(0, 1, low_open=True),
     'distill_centre': Range(-1, 1),
     **{name: POSITIVE for name in ('learning_rate', 's', 'gumbel_tau', 'gumbel_scale', 'distill_scale',

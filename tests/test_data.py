@@ -311,3 +311,24 @@ def test_pack_round_trips_a_folder_resumably_and_names_what_it_skips(tmp_path):
     assert (tmp_path / f'resumed{suffix}').read_bytes() == (tmp_path / f'whole{suffix}').read_bytes()
   assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ['resumed.idx', 'resumed.rec', 'whole.idx',
                                                                        'whole.rec']
+
+
+def test_augment_low_resolution_is_adafaces_rescaling():
+  img = np.zeros((112, 112, 3), np.uint8)
+  img[::2] = 255  # stripes one pixel high: gone at a quarter of the resolution
+
+  class Rng:  # deterministic stand-in: no flip, rescale (0.0 < 0.2), factor 4
+    def __init__(self):
+      self.draws = iter([1.0, 0.0])
+
+    def random(self):
+      return next(self.draws)
+
+    def uniform(self, lo, hi):
+      assert (lo, hi) == (1.0, 5.0)
+      return 4.0
+
+  out = data.pipeline.augment(img, Rng(), data.AugmentConfig(flip=0.5, low_resolution=0.2))
+  small = Image.fromarray(img).resize((28, 28), Image.BOX)
+  np.testing.assert_array_equal(out, np.asarray(small.resize((112, 112), Image.BICUBIC)))
+  assert out.std() < 2  # the stripes averaged away

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from fvjax.data import degrade
 from fvjax.eval import quality
 
 
@@ -13,18 +14,18 @@ def faces(n=5, seed=0):
 
 def test_degradations_by_hand():
   image = faces(1)[0]
-  occluded = quality.lower_occlusion(image, 0.25)
+  occluded = degrade.lower_occlusion(image, 0.25)
   np.testing.assert_array_equal(occluded[:84], image[:84])  # 112 - 28 rows untouched
   assert np.all(occluded[84:] == 128)
   flat = np.full((112, 112, 3), 77, np.uint8)
-  np.testing.assert_array_equal(quality.gaussian_blur(flat, 2.0), flat)  # blur and resampling keep a flat image
-  np.testing.assert_array_equal(quality.low_resolution(flat, 4.0), flat)
+  np.testing.assert_array_equal(degrade.gaussian_blur(flat, 2.0), flat)  # blur and resampling keep a flat image
+  np.testing.assert_array_equal(degrade.low_resolution(flat, 4.0), flat)
   # A checkerboard of 4-pixel cells keeps most of its contrast at factor 2 (cells of 2 pixels, edges softened by the
   # bicubic upsampling) and none at factor 8 (each 8-pixel box averages two black and two white cells to grey).
   board = np.kron((np.indices((28, 28)).sum(0) % 2) * 255, np.ones((4, 4)))[..., None].repeat(3, -1).astype(np.uint8)
-  assert quality.low_resolution(board, 2.0).std() > 0.6 * board.std()
-  assert np.all(np.abs(quality.low_resolution(board, 8.0).astype(int) - 127.5) <= 0.5)
-  assert quality.gaussian_blur(board, 4.0).std() < 0.1 * board.std()
+  assert degrade.low_resolution(board, 2.0).std() > 0.6 * board.std()
+  assert np.all(np.abs(degrade.low_resolution(board, 8.0).astype(int) - 127.5) <= 0.5)
+  assert degrade.gaussian_blur(board, 4.0).std() < 0.1 * board.std()
 
 
 def test_norm_quality_report_against_pixel_features():
@@ -41,11 +42,11 @@ def test_norm_quality_report_against_pixel_features():
   assert report['clean_norm']['cv'] == pytest.approx(clean_norm.std() / clean_norm.mean(), rel=1e-4)
   ratios, cosines = [], []
   levels = iter(report['levels'])
-  for degradation in quality.DEGRADATIONS:
+  for degradation in degrade.DEGRADATIONS:
     for strength in degradation.strengths:
       level = next(levels)
       assert (level['degradation'], level['strength']) == (degradation.name, strength)
-      degraded = pixels(quality.degrade(images, degradation, strength))
+      degraded = pixels(degrade.degrade(images, degradation, strength))
       norm = np.linalg.norm(degraded, axis=1)
       ratios.append(norm / clean_norm)
       cosines.append(np.sum(degraded * clean, axis=1) / (norm * clean_norm))

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fvjax.eval import quality, sets
+from fvjax.data import degrade
+from fvjax.eval import sets
 from fvjax.models import coreset, count_params
 from fvjax.models.quality import QualityHead, with_quality
 from fvjax.train import quality_head
@@ -73,15 +74,15 @@ def test_mixed_quality_moves_the_stated_share_of_each_template():
 def test_random_degradations_are_seeded_and_damage_the_face():
   rng = np.random.default_rng(0)
   face = np.clip(rng.normal(128, 60, (112, 112, 3)), 0, 255).astype(np.uint8)
-  first = quality.random_degradation(face, np.random.default_rng([0, 5]))
-  np.testing.assert_array_equal(first, quality.random_degradation(face, np.random.default_rng([0, 5])))
-  for degradation in quality.MIXED_DEGRADATIONS:
+  first = degrade.random_degradation(face, np.random.default_rng([0, 5]))
+  np.testing.assert_array_equal(first, degrade.random_degradation(face, np.random.default_rng([0, 5])))
+  for degradation in degrade.MIXED_DEGRADATIONS:
     for strength in degradation.strengths:
       damaged = degradation.apply(face, strength).astype(float)
       assert damaged.shape == face.shape and np.abs(damaged - face).mean() > 10, (degradation.name, strength)
-  near = quality.jpeg(face, 95).astype(float)
-  assert np.abs(near - face).mean() < np.abs(quality.jpeg(face, 4).astype(float) - face).mean()
-  kinds = {tuple(quality.random_degradation(face, np.random.default_rng([0, i])).ravel()[:64]) for i in range(40)}
+  near = degrade.jpeg(face, 95).astype(float)
+  assert np.abs(near - face).mean() < np.abs(degrade.jpeg(face, 4).astype(float) - face).mean()
+  kinds = {tuple(degrade.random_degradation(face, np.random.default_rng([0, i])).ravel()[:64]) for i in range(40)}
   assert len(kinds) >= 8  # different degradations and strengths across images
 
 

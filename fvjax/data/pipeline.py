@@ -14,6 +14,7 @@ import grain
 import jax
 import numpy as np
 
+from fvjax.data import degrade
 from fvjax.data.folder import FaceDataset
 from fvjax.parallel import host_to_global
 from fvjax.imageio import FACE_SIZE, decode_face, normalize
@@ -25,11 +26,15 @@ class AugmentConfig:
   crop of `crop_padding` pixels (reflect-pad then crop back to 112x112), and
   colour jitter: contrast about the image's mean by a factor drawn from
   U[1 - contrast, 1 + contrast], then brightness by one from
-  U[1 - brightness, 1 + brightness] (0: off, and no random draw)."""
+  U[1 - brightness, 1 + brightness] (0: off, and no random draw); with probability
+  `low_resolution`, AdaFace's rescaling: down-sampled by a factor drawn from U[1, max_downscale]
+  and back up (`fvjax.data.degrade.low_resolution`)."""
   flip: float = 0.5
   crop_padding: int = 0
   brightness: float = 0.0
   contrast: float = 0.0
+  low_resolution: float = 0.0
+  max_downscale: float = 5.0
 
 
 class _Subset:
@@ -68,6 +73,8 @@ def augment(image: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
     if config.brightness:
       x = x * rng.uniform(1 - config.brightness, 1 + config.brightness)
     image = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+  if config.low_resolution and rng.random() < config.low_resolution:
+    image = degrade.low_resolution(np.ascontiguousarray(image), rng.uniform(1.0, config.max_downscale))
   return np.ascontiguousarray(image)
 
 

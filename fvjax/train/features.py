@@ -21,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from fvjax import backbones, data
-from fvjax.eval import quality, verification
+from fvjax.data import degrade
+from fvjax.eval import verification
 
 DECODE_CHUNK = 4096  # images decoded (and held in host memory) at once
 
@@ -37,15 +38,15 @@ def degraded_features(backbone: backbones.FrozenBackbone, split: backbones.DataS
                       progress: bool = False) -> tuple[np.ndarray, data.FaceDataset]:
   """(raw features [N, 1, C] of every image under one random strong degradation (read-only memmap), the faces).
 
-  Image i is damaged by `quality.random_degradation` with `np.random.default_rng([seed, i])`: blur, low
-  resolution, occlusion or JPEG (`quality.MIXED_DEGRADATIONS`), the same for any chunking or host."""
+  Image i is damaged by `degrade.random_degradation` with `np.random.default_rng([seed, i])`: blur, low
+  resolution, occlusion or JPEG (`degrade.MIXED_DEGRADATIONS`), the same for any chunking or host."""
 
-  def degrade(images, rows):
-    return (np.stack([quality.random_degradation(image, np.random.default_rng([seed, row]))
+  def degraded(images, rows):
+    return (np.stack([degrade.random_degradation(image, np.random.default_rng([seed, row]))
                       for image, row in zip(images, rows)]),)
 
-  names = [(d.name, d.strengths) for d in quality.MIXED_DEGRADATIONS]
-  return _cached_features(backbone, split, f'degraded_{seed}', {'degradations': names}, degrade, progress)
+  names = [(d.name, d.strengths) for d in degrade.MIXED_DEGRADATIONS]
+  return _cached_features(backbone, split, f'degraded_{seed}', {'degradations': names}, degraded, progress)
 
 
 def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,
