@@ -55,7 +55,8 @@ RANGES = {
         'total_steps', 'batch_size', 'embedding_size', 'eval_pairs', 'keep_checkpoints', 'log_every',
         'checkpoint_every', 'eval_every', 'users_per_batch', 'positives_per_user', 'num_clusters', 'hidden',
         'input_size', 'calibration_images', 'decode_threads', 'coreset_size', 'num_heads', 'set_size', 'max_set_size',
-        'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*', 'quality_hidden', 'steps')},
+        'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*', 'quality_hidden', 'steps',
+        'pose_template_size')},
     # steps at which something starts, paddings, seeds, "0 = all"
     **{name: START for name in ('warmup_steps', 'kcs_start', 'norm_penalty_start', 'crop_padding',
                                 'max_train_identities', 'seed', 'split_seed')},

@@ -100,15 +100,16 @@ def test_set_quality_runs_keep_the_fitted_head_frozen_and_agree_with_the_coreset
   config = cli.load_config('experiments/set_quality_celeba_cpu.py', [
       f'coreset.data_dir={cli.DEMO_DATA}', 'coreset.align=never', 'coreset.total_steps=2', 'coreset.eval_every=1',
       'coreset.checkpoint_every=1', 'coreset.sets_per_batch=4', 'coreset.max_set_size=5',
-      'coreset.quality_head.steps=20', 'coreset.selection_far=0.1', 'shares=(0.0, 0.5)', 'protocol_seeds=(1,)'])
+      'coreset.quality_head.steps=20', 'coreset.selection_far=0.1', 'shares=(0.0, 0.5)', 'protocol_seeds=(1,)',
+      'pose_dir='])
   report = set_quality.run(config, tmp_path, progress=False)
-  assert set(report['protocols']) == {'0', '0.5'}
+  assert set(report['protocols']) == {'clean', '50% degraded'}
   for share in report['protocols'].values():
     assert set(share) == set(set_quality.DESCRIPTORS)
   # Share 0 with seed 1 is the coreset run's own test protocol (seed + 1): the same figures.
   own = json.loads((tmp_path / 'norm' / 'report.json').read_text())['sets']
   for name, ours in (('coreset', 'coreset_norm'), ('mean_pooling', 'mean_pooling')):
-    assert report['protocols']['0'][ours]['auc'] == [pytest.approx(own[name]['auc'])]
+    assert report['protocols']['clean'][ours]['auc'] == [pytest.approx(own[name]['auc'])]
   # The learned run's head is exactly the one fitted on its training identities: frozen through training.
   base = ml_collections.ConfigDict(config.coreset.to_dict())
   backbone = backbones.load(base.backbone)
@@ -123,3 +124,19 @@ def test_set_quality_runs_keep_the_fitted_head_frozen_and_agree_with_the_coreset
     np.testing.assert_array_equal(a, b)
   assert report['params']['coreset_learned'] == report['params']['coreset_norm'] + report['params']['quality_head']
   assert '| coreset_learned |' in set_quality.format_table(report)
+
+
+def test_frontal_profile_templates_swap_half_of_each_template_for_profiles_of_the_same_person():
+  labels = np.repeat([4, 9], 14)
+  profile = np.tile(np.arange(14) >= 10, 2)  # as CFP: 10 frontal, then 4 profile faces per person
+  frontal, mixed = sets.frontal_profile_templates(labels, profile, size=4, seed=0)
+  assert len(frontal.members) == len(mixed.members) == 4 and np.array_equal(frontal.pairs, mixed.pairs)
+  np.testing.assert_array_equal(frontal.issame, [True, False, False, False, False, True])
+  for f, m in zip(frontal.members, mixed.members):
+    assert not profile[f].any() and profile[m].sum() == 2 and set(m[:2]) <= set(f)
+    assert len(set(labels[f]) | set(labels[m])) == 1
+  for kind in (frontal, mixed):
+    every = np.concatenate(kind.members)
+    assert len(every) == len(np.unique(every))  # disjoint templates
+  with pytest.raises(ValueError, match='identity 9 has 10 frontal and 3 profile faces'):
+    sets.frontal_profile_templates(labels[:-1], profile[:-1], size=4, seed=0)

@@ -7,7 +7,9 @@ set descriptors on held-out identities, on clean templates and on templates with
 members, each protocol drawn with several seeds (templates and degraded members both), so every figure has a
 spread: mean pooling, norm-weighted pooling, quality-weighted pooling (the learned quality as the norm), the coreset
 (norm) and the coreset (learned quality). It also measures how well each quality signal ranks the test faces by
-the identity they keep (Spearman against the head's own target, `quality_head.identity_targets`).
+the identity they keep (Spearman against the head's own target, `quality_head.identity_targets`). With `pose_dir`
+(CFP: 10 frontal and 4 profile faces per person, evaluation only) the same descriptors meet pose: two templates of
+frontal faces per person, and the same templates with half their members swapped for profiles of that person.
 """
 
 import json
@@ -29,8 +31,9 @@ DESCRIPTORS = ('mean_pooling', 'norm_weighted_pooling', 'quality_weighted_poolin
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains (or reuses) `workdir/norm` and `workdir/learned` from `config.coreset`, evaluates every descriptor on
-  every share in `config.shares` (0: the clean protocol) with `config.protocol_seeds`; writes and returns the
-  report {'protocols': {share: {descriptor: {'auc': [per seed], 'tar_at_far': {far: [per seed]}}}},
+  every share in `config.shares` (0: the clean protocol) and, with `config.pose_dir`, on its frontal and half-profile
+  templates, with `config.protocol_seeds`; writes and returns the report
+  {'protocols': {name: {descriptor: {'auc': [per seed], 'tar_at_far': {far: [per seed]}}}},
   'quality_rank': {signal: Spearman}, 'params' and 'madds' (of a template of 8) per aggregator, ...}."""
   workdir = Path(workdir)
   runs = {}
@@ -54,16 +57,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                     'coreset_learned': sets.coreset_descriptor_fn(runs['learned'][0], runs['learned'][1])}
   protocols = {}
   for share in config.shares:
-    results = {name: {'auc': [], 'tar_at_far': {}} for name in descriptor_fns}
-    for seed in config.protocol_seeds:
-      protocol = coreset.protocol_for(faces.labels, test_idx, base, seed)
-      protocol = sets.mixed_quality(protocol, share, len(features), seed)
-      for name, fn in descriptor_fns.items():
-        report = sets.evaluate_templates(fn, template_features, protocol)
-        results[name]['auc'].append(report['auc'])
-        for far, tar in report['tar_at_far'].items():
-          results[name]['tar_at_far'].setdefault(far, []).append(tar)
-    protocols[f'{share:g}'] = results
+    protocols[_share_name(share)] = _evaluate(descriptor_fns, template_features, [
+        sets.mixed_quality(coreset.protocol_for(faces.labels, test_idx, base, seed), share, len(features), seed)
+        for seed in config.protocol_seeds])
+  if config.pose_dir:
+    pose_features, pose_faces = backbone_features(backbone, backbones.DataSplit(str(config.pose_dir), 0.0, 0, 'auto'),
+                                                  progress)
+    profile = np.array(['profile' in str(pose_faces.source[i]['path']) for i in range(len(pose_faces))])
+    pairs = [sets.frontal_profile_templates(pose_faces.labels, profile, config.pose_template_size, seed)
+             for seed in config.protocol_seeds]
+    for name, which in (('CFP frontal', 0), ('CFP half profile', 1)):
+      protocols[name] = _evaluate(descriptor_fns, pose_features[:, 0], [p[which] for p in pairs])
   inputs, targets = quality_head.identity_targets(features[test_idx, 0], degraded[test_idx, 0],
                                                   faces.labels[test_idx])
   learned = np.asarray(QualityHead(base.aggregator.quality_hidden).apply({'params': head_params}, inputs))
@@ -85,16 +89,31 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   return report
 
 
-def format_table(report: dict, fars: tuple[str, ...] = ('0.001', '0.01', '0.1')) -> str:
+def _share_name(share: float) -> str:
+  return 'clean' if share == 0 else f'{share:.0%} degraded'
+
+
+def _evaluate(descriptor_fns: dict, features: np.ndarray, protocols: list[sets.TemplateProtocol]) -> dict:
+  """{descriptor: {'auc': [per protocol], 'tar_at_far': {far: [per protocol]}}} over the protocols (seeds)."""
+  results = {name: {'auc': [], 'tar_at_far': {}} for name in descriptor_fns}
+  for protocol in protocols:
+    for name, fn in descriptor_fns.items():
+      report = sets.evaluate_templates(fn, features, protocol)
+      results[name]['auc'].append(report['auc'])
+      for far, tar in report['tar_at_far'].items():
+        results[name]['tar_at_far'].setdefault(far, []).append(tar)
+  return results
+
+
+def format_table(report: dict, fars: tuple[str, ...] = ('0.001', '0.01')) -> str:
   """Markdown: rows = descriptors, columns = TAR@FAR (mean ± std over the protocol seeds) per protocol."""
-  shares = list(report['protocols'])
-  name_of = lambda share: 'clean' if float(share) == 0 else f'{float(share):.0%} degraded'
-  header = '| set descriptor | ' + ' | '.join(f'{name_of(s)} TAR@{f}' for s in shares for f in fars) + ' |'
-  lines = [header, '|---|' + '---:|' * (len(shares) * len(fars))]
+  protocols = list(report['protocols'])
+  header = '| set descriptor | ' + ' | '.join(f'{p} TAR@{f}' for p in protocols for f in fars) + ' |'
+  lines = [header, '|---|' + '---:|' * (len(protocols) * len(fars))]
   for name in DESCRIPTORS:
     cells = []
-    for share in shares:
-      tars = report['protocols'][share][name]['tar_at_far']
+    for protocol in protocols:
+      tars = report['protocols'][protocol][name]['tar_at_far']
       cells += [f'{100 * np.mean(tars[f]):.1f} ± {100 * np.std(tars[f]):.1f}' for f in fars]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   rank = report['quality_rank']

@@ -69,9 +69,36 @@ def identity_templates(labels: np.ndarray, templates_per_identity: int, size_ran
       members.append(images[start:start + size])
       owner.append(identity)
       start += size
+  return _every_pair(members, owner)
+
+
+def _every_pair(members: list[np.ndarray], owner: list[int]) -> TemplateProtocol:
+  """The templates `members` of identities `owner` and every template pair (genuine when the owners agree)."""
   owner = np.asarray(owner)
   i, j = np.triu_indices(len(members), k=1)
   return TemplateProtocol(tuple(members), np.stack([i, j], axis=1), owner[i] == owner[j])
+
+
+def frontal_profile_templates(labels: np.ndarray, profile: np.ndarray, size: int, seed: int
+                              ) -> tuple[TemplateProtocol, TemplateProtocol]:
+  """(frontal, mixed) protocols over the same template pairs: two disjoint templates of `size` random frontal faces
+  per identity, and the same templates with their last size // 2 members swapped for profile faces of that person
+  (disjoint too). labels [N], profile bool [N] (CFP: 10 frontal and 4 profile faces per person). Raises ValueError
+  naming an identity with too few faces of either kind."""
+  rng = np.random.default_rng(seed)
+  half, frontal, mixed, owner = size // 2, [], [], []
+  for identity in np.unique(labels):
+    frontals = rng.permutation(np.flatnonzero((labels == identity) & ~profile))
+    profiles = rng.permutation(np.flatnonzero((labels == identity) & profile))
+    if len(frontals) < 2 * size or len(profiles) < 2 * half:
+      raise ValueError(f'identity {identity} has {len(frontals)} frontal and {len(profiles)} profile faces; two '
+                       f'templates of {size} need {2 * size} and {2 * half}')
+    for t in range(2):
+      faces = frontals[t * size:(t + 1) * size]
+      frontal.append(faces)
+      mixed.append(np.concatenate([faces[:size - half], profiles[t * half:(t + 1) * half]]))
+      owner.append(identity)
+  return _every_pair(frontal, owner), _every_pair(mixed, owner)
 
 
 def mixed_quality(protocol: TemplateProtocol, share: float, offset: int, seed: int) -> TemplateProtocol:
