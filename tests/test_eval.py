@@ -32,6 +32,27 @@ def test_kfold_accuracy_equals_brute_force():
   assert len(result.fold_accuracies) == 10
 
 
+def test_best_threshold_equals_brute_force_with_ties():
+  rng = np.random.default_rng(1)
+  for _ in range(20):
+    n = int(rng.integers(2, 40))
+    issame = rng.random(n) < 0.5
+    scores = np.round(rng.normal(issame * 0.5, 0.3), 1)  # heavy ties
+    unique = np.unique(scores)
+    candidates = np.r_[-np.inf, (unique[:-1] + unique[1:]) / 2, np.inf]
+    accuracy = [np.mean((scores >= t) == issame) for t in candidates]
+    assert v.best_threshold(scores, issame) == candidates[int(np.argmax(accuracy))]  # the smallest on ties
+
+
+def test_kfold_accuracy_scales_to_template_pair_counts():
+  """Half a million pairs (CFP templates, all pairs) with a [thresholds x pairs] matrix would need 30 GB; the
+  accuracy of two unit Gaussians 2 apart at the best threshold is Phi(1) = 0.8413."""
+  rng = np.random.default_rng(0)
+  issame = rng.random(500_000) < 0.5
+  result = v.kfold_accuracy(rng.normal(np.where(issame, 1.0, -1.0), 1.0), issame)
+  assert result.accuracy == pytest.approx(0.8413, abs=0.003)
+
+
 def test_kfold_perfectly_separable():
   scores = np.array([0.9, 0.1] * 10)
   issame = np.array([True, False] * 10)
