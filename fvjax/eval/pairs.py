@@ -54,10 +54,17 @@ def pair_set_embeddings(backbone: backbones.FrozenBackbone, path, images: np.nda
 
 def held_out_report(faces: data.FaceDataset, test_idx: np.ndarray, embed_fn: Callable, num_pairs: int, seed: int,
                     flip: bool = True) -> dict:
+  """`labelled_images_report` of the images `test_idx` of `faces`."""
+  return labelled_images_report(data.decode_all(faces, test_idx), faces.labels[test_idx], embed_fn, num_pairs, seed,
+                                flip)
+
+
+def labelled_images_report(images: np.ndarray, labels: np.ndarray, embed_fn: Callable, num_pairs: int, seed: int,
+                           flip: bool = True) -> dict:
   """`verification_report` of embedding cosines on `num_pairs` balanced random pairs (`make_pairs` with `seed`)
-  among the images `test_idx` of `faces`."""
-  embeddings = verification.embed_images(embed_fn, data.decode_all(faces, test_idx), flip=flip)
-  pairs, issame = verification.make_pairs(faces.labels[test_idx], num_pairs, seed)
+  among uint8 images [N, 112, 112, 3] of identities `labels` [N]."""
+  embeddings = verification.embed_images(embed_fn, images, flip=flip)
+  pairs, issame = verification.make_pairs(labels, num_pairs, seed)
   return verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
 
 

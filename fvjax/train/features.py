@@ -67,10 +67,10 @@ def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSp
   out, bar = None, None
   for start in range(0, len(faces), DECODE_CHUNK):
     rows = np.arange(start, min(start + DECODE_CHUNK, len(faces)))
-    images = views(data.decode_all(faces, rows), rows)
-    bar = bar or tqdm(total=len(images) * len(faces), desc='backbone features', unit='img', disable=not progress)
+    chunk_views = views(data.decode_all(faces, rows), rows)
+    bar = bar or tqdm(total=len(chunk_views) * len(faces), desc='backbone features', unit='img', disable=not progress)
     chunk = np.stack([verification.embed_images(backbone.features_fn, v, flip=False, normalize_output=False,
-                                                on_batch=bar.update) for v in images], axis=1)
+                                                on_batch=bar.update) for v in chunk_views], axis=1)
     if out is None:
       out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=(len(faces), *chunk.shape[1:]))
     out[start:start + len(chunk)] = chunk

@@ -151,14 +151,13 @@ def validation_fn(backbone: nn.Module, faces: data.FaceDataset, idx: np.ndarray,
                   ) -> Callable[[TrainState], dict[str, float]]:
   """state -> {'auc', 'accuracy'} of the backbone's cosine on `config.eval_pairs` pairs among the images `idx`
   (decoded once; flip TTA as `eval_flip`)."""
-  images = data.decode_all(faces, idx)
-  pairs, issame = verification.make_pairs(faces.labels[idx], config.eval_pairs, config.split_seed)
-  apply = jax.jit(lambda variables, x: backbone.apply(variables, x, train=False))
+  images, labels = data.decode_all(faces, idx), faces.labels[idx]
+  apply = jax.jit(lambda variables, x: backbone.apply(variables, x, train=False))  # compiled once for every state
 
   def validate(state: TrainState) -> dict[str, float]:
     variables = backbones.backbone_variables(state.params, state.model_state)
-    embeddings = verification.embed_images(lambda x: apply(variables, x), images, flip=config.eval_flip)
-    report = verification.verification_report(verification.pair_scores(embeddings, pairs), issame)
+    report = pairs_lib.labelled_images_report(images, labels, lambda x: apply(variables, x), config.eval_pairs,
+                                              config.split_seed, config.eval_flip)
     return {'auc': report['auc'], 'accuracy': report['accuracy']}
 
   return validate
