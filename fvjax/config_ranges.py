@@ -71,8 +71,8 @@ RANGES = {
     'distill_centre': Range(-1, 1),
     **{name: POSITIVE for name in ('learning_rate', 's', 'gumbel_tau', 'gumbel_scale', 'distill_scale',
                                    'grad_clip_norm')},
-    **{name: NON_NEGATIVE for name in ('weight_decay', 'norm_penalty', 'distill_weight', 'margin_weight',
-                                       'positive_weight', 'm', 'h', 'gamma_init')},
+    **{name: NON_NEGATIVE for name in ('weight_decay', 'norm_penalty', 'distill_weight', 'feature_distill_weight',
+                                       'margin_weight', 'positive_weight', 'm', 'h', 'gamma_init')},
 }
 
 

@@ -153,6 +153,62 @@ def test_shared_f_floor_loss_and_enrolment_score_centred_templates_of_f_features
                              rtol=1e-4, atol=1e-5)
 
 
+def _numpy_feature_distillation(g, head, teacher_embeddings, centre):
+  """mean(1 - cos(g @ head, centred teacher)), written out in NumPy."""
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+  teacher = unit(unit(teacher_embeddings) - centre)
+  return np.mean(1 - np.sum(unit(g @ head) * teacher, axis=-1))
+
+
+def test_feature_distillation_adds_theta_0s_features_against_the_teacher_and_trains_only_the_shared_base():
+  gen = hypernet.WeightGenerator(NORMED, hidden=8, shared_base=True)
+  centre = np.array([0.2, 0.0, 0.0, 0.0], np.float32)
+  plain = objectives.hyper_task(gen, NORMED, 4, batches=None, input_centre=centre, distill_weight=0.5)
+  task = objectives.hyper_task(gen, NORMED, 4, batches=None, input_centre=centre, distill_weight=0.5,
+                               feature_distill_weight=2.0)
+  params = task.init(jax.random.key(0))['params']
+  assert params['feature_head'].shape == (32, 4)
+  # the generator's own parameters are those of a run without the term: published runs start the same
+  jax.tree.map(np.testing.assert_array_equal, plain.init(jax.random.key(0))['params'],
+               {k: v for k, v in params.items() if k != 'feature_head'})
+  batch = _batch()
+  loss, (_, metrics) = task.loss(params, {}, batch, None)
+  base_loss, _ = plain.loss(params, {}, batch, None)
+  g = numpy_pooled(np.asarray(params['theta_0']), np.asarray(batch['probes']), NORMED)
+  g /= np.linalg.norm(g, axis=1, keepdims=True)
+  expected = _numpy_feature_distillation(g, np.asarray(params['feature_head']), np.asarray(batch['probe_embed']),
+                                         centre)
+  np.testing.assert_allclose(metrics['feature_distill'], expected, rtol=1e-4)
+  np.testing.assert_allclose(loss, base_loss + 2.0 * expected, rtol=1e-4)
+  # the term's gradient reaches theta_0's convolutions and the head, never the generator's personal heads
+  term = lambda p: task.loss(p, {}, batch, None)[0] - plain.loss(p, {}, batch, None)[0]
+  grads = jax.grad(term)(params)
+  assert np.abs(grads['feature_head']).max() > 0
+  shared = verifier.unflatten(grads['theta_0'], NORMED)
+  assert np.abs(shared['conv0/kernel']).max() > 0 and np.abs(shared['logit/kernel']).max() == 0
+  assert all(np.abs(leaf).max() < 1e-6 for leaf in jax.tree.leaves(grads['head_logit_kernel']))
+
+
+def test_feature_distillation_needs_a_shared_base():
+  gen = hypernet.WeightGenerator(NORMED, hidden=8)
+  with pytest.raises(ValueError, match='shared_base=True'):
+    objectives.hyper_task(gen, NORMED, 4, batches=None, feature_distill_weight=1.0)
+
+
+def test_shared_f_floor_distilled_from_the_teacher():
+  plain = objectives.shared_f_task(NORMED, 4, batches=None)
+  task = objectives.shared_f_task(NORMED, 4, batches=None, feature_distill_weight=1.0)
+  params = task.init(jax.random.key(0))['params']
+  batch = _batch()
+  loss, (_, metrics) = task.loss(params, {}, batch, None)
+  g = numpy_pooled(np.asarray(params['theta']), np.asarray(batch['probes']), NORMED)
+  g /= np.linalg.norm(g, axis=1, keepdims=True)
+  expected = _numpy_feature_distillation(g, np.asarray(params['feature_head']), np.asarray(batch['probe_embed']),
+                                         np.zeros(4))
+  np.testing.assert_allclose(metrics['feature_distill'], expected, rtol=1e-4)
+  np.testing.assert_allclose(loss, plain.loss(params, {}, batch, None)[0] + expected, rtol=1e-4)
+
+
 def test_shared_f_needs_normalized_features():
   with pytest.raises(ValueError, match='normalize_features=True'):
     objectives.shared_f_task(SPEC, 4, batches=None)

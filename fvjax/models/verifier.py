@@ -84,9 +84,11 @@ def apply(theta: jax.Array, images: jax.Array, spec: VerifierSpec = VerifierSpec
   return _pooled(p, images, spec, conv_impl, from_layer) @ p['logit/kernel'] + p['logit/bias']
 
 
-def features(theta: jax.Array, images: jax.Array, spec: VerifierSpec, conv_impl: str = 'xla') -> jax.Array:
-  """What f's logit layer reads: pooled features [B, c] of images [B, s, s, C] (L2-normalised when the spec says)."""
-  return _pooled(unflatten(theta, spec), images, spec, conv_impl, 0)
+def features(theta: jax.Array, images: jax.Array, spec: VerifierSpec, conv_impl: str = 'xla',
+             from_layer: int = 0) -> jax.Array:
+  """What f's logit layer reads: pooled features [B, c] of images [B, s, s, C] (L2-normalised when the spec says).
+  from_layer: as in `apply`."""
+  return _pooled(unflatten(theta, spec), images, spec, conv_impl, from_layer)
 
 
 def _pooled(p: dict[str, jax.Array], x: jax.Array, spec: VerifierSpec, conv_impl: str, from_layer: int) -> jax.Array:

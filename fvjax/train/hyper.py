@@ -95,6 +95,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.distill_weight = 0.0
   c.distill_centre = 0.3  # the centred cosine that maps to logit 0
   c.distill_scale = 10.0  # logits per unit of cosine
+  # f's shared layers regress the backbone's embedding of every probe through a training-only linear head
+  # (fvjax.train.objectives.feature_distillation; needs shared_base, or method='shared_f'). 0: off.
+  c.feature_distill_weight = 0.0
   c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
@@ -226,10 +229,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
 
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
   if config.method == 'shared_f':
-    task = objectives.shared_f_task(spec, features.shape[-1], batches, centre, **objective(config))
+    task = objectives.shared_f_task(spec, features.shape[-1], batches, centre, config.feature_distill_weight,
+                                    **objective(config))
   elif config.method == 'hypernetwork':
     task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre,
-                                 **objective(config))
+                                 config.feature_distill_weight, **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   validate = None

@@ -13,6 +13,11 @@ The second term (ours, beyond the paper) gives every pair of the batch a graded 
 between the two faces, on a logit scale (`distill_scale` logits per unit of cosine, zero at `distill_centre`), so a
 look-alike impostor teaches more than "no" and a poor genuine photo less than "yes". 0 turns it off (the paper's
 objective). The cosines are those of the generator's centred input (`teacher_cosines`).
+
+With a shared base (and in the floor), f's shared layers can also be taught directly: `feature_distill_weight` x
+`feature_distillation`, every probe's pooled features mapped by a learned linear head [c, E] (used in training only,
+never part of f) towards the backbone's centred embedding of the same face. Every image then carries a target of E
+numbers, not only the one bit of each pair it is in.
 """
 
 import jax
@@ -26,10 +31,25 @@ from fvjax.models.layers import l2_normalize
 from fvjax.train.loop import Task
 
 
+def centred(embeddings: jax.Array, centre: jax.Array) -> jax.Array:
+  """Embeddings [N, E] normalised, moved by `centre` [E] (the generator's input centre) and renormalised."""
+  return l2_normalize(l2_normalize(embeddings) - centre)
+
+
 def teacher_cosines(enrol: jax.Array, probes: jax.Array, centre: jax.Array) -> jax.Array:
-  """Cosines [U, P] between enrolment [U, E] and probe [P, E] embeddings after moving both by `centre` [E]
-  (the generator's input centre) and renormalising."""
-  return l2_normalize(l2_normalize(enrol) - centre) @ l2_normalize(l2_normalize(probes) - centre).T
+  """Cosines [U, P] between the `centred` enrolment [U, E] and probe [P, E] embeddings."""
+  return centred(enrol, centre) @ centred(probes, centre).T
+
+
+def feature_distillation(features: jax.Array, head: jax.Array, teacher: jax.Array) -> jax.Array:
+  """mean(1 - cos(features @ head, teacher)): f's pooled features [P, c], mapped by a linear head [c, E], against the
+  backbone's unit embeddings [P, E] of the same faces."""
+  return jnp.mean(1.0 - jnp.sum(l2_normalize(features @ head) * teacher, axis=-1))
+
+
+def _feature_head(rng: jax.Array, spec: verifier.VerifierSpec, embedding_size: int) -> jax.Array:
+  """The distillation head [c, E]: unit-variance outputs for unit-norm features."""
+  return jax.random.normal(rng, (spec.channels[-1], embedding_size))
 
 
 def pair_loss(logits: jax.Array, targets: jax.Array, cosines: jax.Array, *, positive_weight: float = 0.0,
@@ -48,9 +68,13 @@ def pair_loss(logits: jax.Array, targets: jax.Array, cosines: jax.Array, *, posi
 
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
-               input_centre: np.ndarray | None = None, **objective) -> Task:
+               input_centre: np.ndarray | None = None, feature_distill_weight: float = 0.0, **objective) -> Task:
   """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
-  arguments), plus the scheduled norm penalty. input_centre [E]: the generator's fixed input centre (None: zero)."""
+  arguments), plus the scheduled norm penalty and, with a shared base, `feature_distill_weight` x the
+  `feature_distillation` of theta_0 (params gain 'feature_head' [c, E]). input_centre [E]: the generator's fixed
+  input centre (None: zero)."""
+  if feature_distill_weight and not generator.shared_base:
+    raise ValueError('feature_distill_weight teaches the shared base theta_0: it needs shared_base=True')
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
   first = generator.first_personal_layer
@@ -66,24 +90,35 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
     cosines = teacher_cosines(batch['enrol'], batch['probe_embed'], centre)
     pair, metrics = pair_loss(logits, targets, cosines, **objective)
     norm = jnp.mean(jnp.sum(thetas**2, axis=-1))
-    return pair + batch['norm_weight'][0] * norm, (model_state, {**metrics, 'theta_norm2': norm})
+    metrics['theta_norm2'] = norm
+    total = pair + batch['norm_weight'][0] * norm
+    if feature_distill_weight:
+      shared = verifier.features(params['theta_0'], probes, spec, conv_impl, from_layer=first)
+      metrics['feature_distill'] = feature_distillation(shared, params['feature_head'],
+                                                        centred(batch['probe_embed'], centre))
+      total += feature_distill_weight * metrics['feature_distill']
+    return total, (model_state, metrics)
 
   def init(rng):
     variables = generator.init(rng, jnp.zeros((1, embedding_size)))
+    if feature_distill_weight:
+      head = _feature_head(jax.random.fold_in(rng, 1), spec, embedding_size)
+      variables['params'] = {**variables['params'], 'feature_head': head}
     return variables if input_centre is None else with_input_centre(variables, input_centre)
 
   return Task(init=init, loss=loss, batches=batches)
 
 
 def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, input_centre: np.ndarray | None = None,
-                  **objective) -> Task:
+                  feature_distill_weight: float = 0.0, **objective) -> Task:
   """The floor: one f for everyone. Its normalised pooled features g [c] are non-negative (f's last layer is a
   ReLU), so two faces' cosine cannot go below 0; a pair (enrolment a, probe b) is scored as
   scale * <t(a), g(b)> + bias with the enrolment template t(a) = normalise(g(a) - centre) and a learned shared
   `centre` [c], which lets a template score a face below 0. The scale starts at 1: started at 10, every pair's
   logit began near 9 and the impostor pairs drove the features to zero within 60 steps (BCE stuck at ln 2, with
-  or without the centre; measured). Every probe of the batch against every other, with `hyper_task`'s objective.
-  Params {'theta': f's [D], 'centre': [c], 'similarity': (scale, bias)}; `shared_f_enrol` makes per-user thetas."""
+  or without the centre; measured). Every probe of the batch against every other, with `hyper_task`'s objective
+  (its `feature_distillation` on f's features). Params {'theta': f's [D], 'centre': [c], 'similarity': (scale,
+  bias)} (+ 'feature_head' [c, E]); `shared_f_enrol` makes per-user thetas."""
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
   require_normalized_features(spec)
@@ -96,11 +131,18 @@ def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, inp
     targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
     cosines = teacher_cosines(batch['probe_embed'], batch['probe_embed'], centre)
     pair, metrics = pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
+    if feature_distill_weight:
+      metrics['feature_distill'] = feature_distillation(g, params['feature_head'],
+                                                        centred(batch['probe_embed'], centre))
+      pair += feature_distill_weight * metrics['feature_distill']
     return pair, (model_state, metrics)
 
   def init(rng):
-    return {'params': {'theta': verifier.init_theta(rng, spec), 'centre': jnp.zeros(spec.channels[-1]),
-                       'similarity': jnp.array([1.0, 0.0])}}
+    params = {'theta': verifier.init_theta(rng, spec), 'centre': jnp.zeros(spec.channels[-1]),
+              'similarity': jnp.array([1.0, 0.0])}
+    if feature_distill_weight:
+      params['feature_head'] = _feature_head(jax.random.fold_in(rng, 1), spec, embedding_size)
+    return {'params': params}
 
   return Task(init=init, loss=loss, batches=batches)
 
