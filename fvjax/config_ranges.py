@@ -81,6 +81,7 @@ CHOICES = {  # by a field's last name, wherever it is nested
     'quality': ('norm', 'learned'),
     'align': ('auto', 'always', 'never'),
     'tar_at_far_method': ('conservative', 'insightface'),
+    'pooling': ('mean', 'depthwise'),
 }
 
 

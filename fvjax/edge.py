@@ -15,6 +15,7 @@ from fvjax.imageio import normalize, resize
 
 
 FEATURE_EPS = 1e-12  # inside the square root of `normalize_features`: all-zero features stay zero
+POOLINGS = ('mean', 'depthwise')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,23 @@ class VerifierSpec:
   # L2-normalise the pooled features before the logit layer (the logit is then a scaled cosine between the
   # features and the generated kernel). Off in the paper-faithful layout; measured in experiments/README.md.
   normalize_features: bool = False
+  # How f pools its last feature map [m, m, c] to [c]: 'mean' (global average; the paper-faithful layout) or
+  # 'depthwise' (a learned weight per position and channel, MobileFaceNet's global depthwise convolution, m*m*c more
+  # weights; faces are aligned, so where on the face a feature fires carries identity). Measured in
+  # experiments/README.md.
+  pooling: str = 'mean'
+
+  def __post_init__(self):
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'unknown verifier pooling {self.pooling!r}; expected one of {POOLINGS}')
+
+  @property
+  def feature_map_size(self) -> int:
+    """m: the side of f's last feature map (padding kernel // 2 keeps a stride-1 map's size)."""
+    size = self.input_size
+    for stride in self.strides:
+      size = (size + 2 * (self.kernel // 2) - self.kernel) // stride + 1
+    return size
 
   def layer_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every tensor of theta, in the order they are packed."""
@@ -34,12 +52,16 @@ class VerifierSpec:
     for i, cout in enumerate(self.channels):
       shapes += [(f'conv{i}/kernel', (self.kernel, self.kernel, cin, cout)), (f'conv{i}/bias', (cout,))]
       cin = cout
+    if self.pooling == 'depthwise':
+      shapes.append(('pool/kernel', (self.feature_map_size, self.feature_map_size, cin)))
     return shapes + [('logit/kernel', (cin,)), ('logit/bias', ())]
 
   @property
   def layer_names(self) -> list[str]:
-    """f's layers in order: 'conv0', ..., 'logit' (a layer owns the tensors '<layer>/kernel' and '<layer>/bias')."""
-    return [f'conv{i}' for i in range(len(self.channels))] + ['logit']
+    """f's layers in order: 'conv0', ..., ['pool',] 'logit' (a layer owns the tensors '<layer>/kernel' and
+    '<layer>/bias' it has)."""
+    pool = ['pool'] if self.pooling == 'depthwise' else []
+    return [f'conv{i}' for i in range(len(self.channels))] + pool + ['logit']
 
   @property
   def num_params(self) -> int:
@@ -86,7 +108,7 @@ def numpy_forward(theta: np.ndarray, inputs: np.ndarray, spec: VerifierSpec = Ve
     cols = np.stack([np.stack([xp[:, di:di + stride * out_h:stride, dj:dj + stride * out_w:stride]
                                for dj in range(k)], axis=3) for di in range(k)], axis=3)
     x = np.maximum(np.tensordot(cols, p[f'conv{i}/kernel'], axes=3) + p[f'conv{i}/bias'], 0.0)
-  pooled = x.mean(axis=(1, 2))
+  pooled = np.einsum('bhwc,hwc->bc', x, p['pool/kernel']) if spec.pooling == 'depthwise' else x.mean(axis=(1, 2))
   if spec.normalize_features:
     pooled = pooled / np.sqrt(np.sum(pooled**2, axis=-1, keepdims=True) + FEATURE_EPS)
   return pooled @ p['logit/kernel'] + p['logit/bias']

@@ -23,6 +23,42 @@ def test_verifier_param_and_madd_counts_by_hand():
   assert count_madds_of(lambda t, x: verifier.apply(t, x), theta, jnp.zeros((1, 64, 64, 3))) == madds == 2_801_696
 
 
+DEPTHWISE = dataclasses.replace(SPEC, pooling='depthwise')
+
+
+def test_depthwise_pooling_counts_by_hand_and_starts_as_the_mean():
+  # one weight per position and channel of the last 8x8x32 map (64 / 2 / 2 / 2 / 1 = 8), one multiply-add each
+  assert DEPTHWISE.feature_map_size == 8
+  assert DEPTHWISE.num_params == 23_617 + 8 * 8 * 32 == 25_665
+  assert DEPTHWISE.layer_names == ['conv0', 'conv1', 'conv2', 'conv3', 'pool', 'logit']
+  theta = verifier.init_theta(jax.random.key(0), DEPTHWISE)
+  x = jax.random.normal(jax.random.key(1), (3, 64, 64, 3))
+  assert count_madds_of(lambda t, v: verifier.apply(t, v, DEPTHWISE), theta, x[:1]) == 2_801_696 + 2_048
+  # a fresh depthwise f is the mean-pooling f with the same other weights
+  mean_theta = verifier.flatten({k: v for k, v in verifier.unflatten(theta, DEPTHWISE).items() if k != 'pool/kernel'},
+                                SPEC)
+  np.testing.assert_allclose(verifier.apply(theta, x, DEPTHWISE), verifier.apply(mean_theta, x), rtol=1e-5, atol=1e-6)
+  assert edge.VerifierSpec.from_dict(DEPTHWISE.to_dict()) == DEPTHWISE  # user files keep it
+  with pytest.raises(ValueError, match='unknown verifier pooling'):
+    dataclasses.replace(SPEC, pooling='max')
+
+
+@pytest.mark.parametrize('normalize', [False, True])
+def test_depthwise_pooling_numpy_forward_and_stems_equal_jax(normalize):
+  spec = dataclasses.replace(DEPTHWISE, normalize_features=normalize)
+  theta = np.asarray(verifier.init_theta(jax.random.key(2), spec))
+  params = verifier.unflatten(jnp.asarray(theta), spec)
+  params['pool/kernel'] = jax.random.normal(jax.random.key(3), params['pool/kernel'].shape) / 8  # not the mean
+  theta = verifier.flatten(params, spec)
+  x = jax.random.normal(jax.random.key(4), (3, 64, 64, 3))
+  whole = verifier.apply(theta, x, spec)
+  np.testing.assert_allclose(edge.numpy_forward(np.asarray(theta), np.asarray(x), spec), whole, rtol=1e-4, atol=1e-5)
+  for k in range(len(spec.layer_names)):  # the pool and logit layers start from the last feature map
+    stem = verifier.stem(theta, x, spec, k, 'matmul')
+    np.testing.assert_allclose(verifier.apply(theta, stem, spec, 'matmul', from_layer=k), whole, rtol=1e-4,
+                               atol=1e-5)
+
+
 def test_flatten_unflatten_roundtrip_and_shape_error():
   theta = verifier.init_theta(jax.random.key(0))
   np.testing.assert_array_equal(verifier.flatten(verifier.unflatten(theta, SPEC), SPEC), theta)

@@ -79,7 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.extra_train_exclude = ''
   c.method = 'hypernetwork'  # or 'shared_f': no generator, f's layout shared by all users (the floor; module doc)
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1),
-                                          'normalize_features': False})
+                                          'normalize_features': False, 'pooling': 'mean'})
   c.hidden = 256
   c.shared_base = False  # True: theta_u = theta_0 + delta(e_u) (fvjax.models.hypernet); False: the paper's form
   c.personal_layers = ('logit',)  # with shared_base: f's layers that differ between users
@@ -134,7 +134,8 @@ def make_generator(config) -> WeightGenerator:
 def verifier_spec(config) -> verifier.VerifierSpec:
   v = config.verifier
   return verifier.VerifierSpec(input_size=v.input_size, channels=tuple(v.channels), strides=tuple(v.strides),
-                               normalize_features=v.get('normalize_features', False))
+                               normalize_features=v.get('normalize_features', False),
+                               pooling=v.get('pooling', 'mean'))
 
 
 def objective(config) -> dict:
