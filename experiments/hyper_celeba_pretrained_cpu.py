@@ -6,7 +6,11 @@ kept out of training for calibration), never on the 60 held-out ones:
 - a shared base: theta_u = theta_0 + delta(e_u), with only f's logit layer personal (so the convolutions run once
   per probe, and the generator sets which direction of f's features is "this user");
 - f's pooled features L2-normalised before that layer (the logit is a scaled cosine);
+- f pools its last feature map with learned per-position weights (`verifier.pooling='depthwise'`, MobileFaceNet's
+  global depthwise convolution: 25,665 weights instead of 23,617), not the mean;
 - graded targets: the backbone's cosine of every (enrolment, probe) pair as a second target beside the identity;
+- feature distillation: theta_0's pooled features regress the backbone's embedding of every probe through a
+  training-only linear head (`feature_distill_weight`), so the shared layers learn from every image's 128 numbers;
 - 64 users x 2 probes per step (8,192 scored pairs), learning rate 3e-3; flips, 8-pixel crops, +-30% contrast and
   brightness on the probes; no KCS and no norm penalty (neither helped on the validation people).
 Run:      python experiments/hyper_celeba_pretrained_cpu.py
@@ -28,7 +32,9 @@ def get_config():
   c.shared_base = True
   c.personal_layers = ('logit',)
   c.verifier.normalize_features = True
+  c.verifier.pooling = 'depthwise'
   c.distill_weight = 1.0
+  c.feature_distill_weight = 1.0
   c.users_per_batch = 64
   c.optimizer.learning_rate = 3e-3
   c.probe_augment.flip = 0.5

@@ -3,11 +3,12 @@
 Each row is experiments/hyper_celeba_pretrained_cpu.py (the chosen settings) at 1,000 steps with one lever taken
 back, plus two reference rows: the paper's configuration (every weight of f generated, weighted BCE, KCS and the norm
 penalty from half-way, 16 users a step, no augmentation) and the floor, f's own layout trained as one network
-shared by every user (`method='shared_f'`, the same batches and objective; a user is enrolled with f's own features).
+shared by every user (`method='shared_f'`, the same batches and objective, feature distillation included; a user is
+enrolled with f's own features).
 Same identity split, seed and 3,000 held-out CelebA pairs for every row; the columns are the held-out people (both
 enrolment orders), the 18 validation people (where the settings were chosen) and the generator's own training people.
 Run:      python experiments/hyper_levers_celeba_pretrained_cpu.py      (finished rows are read back, not rerun)
-Runtime:  about 50 minutes on 2 CPU cores (the paper row alone about 12: f runs once per user and probe there).
+Runtime:  about an hour on 2 CPU cores (the paper row alone about 12: f runs once per user and probe there).
 Reading:  one seed per row; the held-out 10-fold spread is about +-2 points, the validation one +-3 to 4.
 """
 
@@ -24,12 +25,17 @@ NO_AUGMENTATION = {'probe_augment.flip': 0.0, 'probe_augment.crop_padding': 0, '
 VARIANTS = (
     ('chosen settings', {}),
     ('paper: every weight generated', {'shared_base': False, 'verifier.normalize_features': False,
-                                       'distill_weight': 0.0, 'users_per_batch': 16, 'optimizer.learning_rate': 1e-3,
-                                       'kcs_start': STEPS // 2, 'norm_penalty_start': STEPS // 2, **NO_AUGMENTATION}),
+                                       'verifier.pooling': 'mean', 'distill_weight': 0.0,
+                                       'feature_distill_weight': 0.0, 'users_per_batch': 16,
+                                       'optimizer.learning_rate': 1e-3, 'kcs_start': STEPS // 2,
+                                       'norm_penalty_start': STEPS // 2, **NO_AUGMENTATION}),
     ('floor: one shared f', {'method': 'shared_f'}),
+    ('no feature distillation', {'feature_distill_weight': 0.0}),
+    ('mean pooling', {'verifier.pooling': 'mean'}),
     ('no graded targets', {'distill_weight': 0.0}),
     ('features not normalised', {'verifier.normalize_features': False}),
     ('personal conv3 + logit', {'personal_layers': ('conv3', 'logit')}),
+    ('personal pooling + logit', {'personal_layers': ('pool', 'logit')}),
     ('16 users a step', {'users_per_batch': 16}),
     ('no probe augmentation', NO_AUGMENTATION),
 )

@@ -55,7 +55,9 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
   hy.backbone = frozen
   hy.shared_base = True
   hy.verifier.normalize_features = True
+  hy.verifier.pooling = 'depthwise'
   hy.distill_weight = 1.0
+  hy.feature_distill_weight = 1.0
   hy.optimizer.learning_rate = 3e-3
   hy.probe_augment.update({'flip': 0.5, 'crop_padding': 8, 'contrast': 0.3, 'brightness': 0.3})
   hy.total_steps = 600

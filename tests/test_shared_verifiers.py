@@ -74,6 +74,18 @@ def test_shared_base_generates_only_the_personal_layers():
     hypernet.WeightGenerator(SPEC, shared_base=True, personal_layers=('conv9',)).init(jax.random.key(0), emb)
 
 
+def test_personal_depthwise_pooling_starts_near_the_mean():
+  """Generated pooling weights are sized like the mean's 1/64 (He scaling, sqrt(2/64), would swamp theta_0's)."""
+  spec = dataclasses.replace(NORMED, pooling='depthwise')
+  gen = hypernet.WeightGenerator(spec, hidden=64, shared_base=True, personal_layers=('pool', 'logit'))
+  emb = jax.random.normal(jax.random.key(0), (16, 8))
+  variables = gen.init(jax.random.key(1), emb)
+  assert gen.first_personal_layer == 4
+  pools = np.stack([np.asarray(verifier.unflatten(t, spec)['pool/kernel']) for t in gen.apply(variables, emb)])
+  np.testing.assert_allclose(pools.mean(), 1 / 64, rtol=0.2)  # theta_0's mean pooling, moved per user
+  assert 0.3 / 64 < pools.std(axis=0).mean() < 3 / 64
+
+
 def test_pair_loss_by_hand():
   rng = np.random.default_rng(0)
   logits, cosines = rng.normal(size=(3, 4)), rng.uniform(-1, 1, size=(3, 4))

@@ -6,7 +6,7 @@ is not reproduced; every size is a field):
 
   L2-normalised embedding [E] -> Dense(hidden) -> ReLU -> Dense(hidden) -> ReLU
   -> LayerNorm -> one linear head per tensor of f -> raw values, each kernel
-  scaled by sqrt(2 / fan_in) (biases by `bias_scale`).
+  scaled by sqrt(2 / fan_in) (depthwise pooling weights by the mean's 1 / (m*m), biases by `bias_scale`).
 
 The LayerNorm gives the heads unit-variance inputs, so (LeCun-initialised)
 heads emit unit-variance values and the fan-in scaling turns them into
@@ -62,6 +62,13 @@ class WeightGenerator(nn.Module):
     """Index of f's first layer that differs between users: the layers before it are theta_0's for everyone."""
     return 0 if not self.shared_base else min(self.spec.layer_names.index(n) for n in self.personal_layers)
 
+  def output_scale(self, name: str) -> float:
+    """The size of a generated tensor's unit-variance raw values: He for convolution and logit kernels, the mean's
+    1 / (m*m) for depthwise pooling weights, `bias_scale` for biases."""
+    if name == 'pool/kernel':
+      return 1.0 / self.spec.fan_in(name)
+    return math.sqrt(2.0 / self.spec.fan_in(name)) if name.endswith('kernel') else self.bias_scale
+
   @nn.compact
   def __call__(self, embeddings: jax.Array) -> jax.Array:
     centre = jax.lax.stop_gradient(self.param('input_centre', nn.initializers.zeros, (embeddings.shape[-1],)))
@@ -76,8 +83,7 @@ class WeightGenerator(nn.Module):
         parts.append(jnp.zeros((embeddings.shape[0], size), h.dtype))
         continue
       raw = nn.Dense(size, kernel_init=nn.initializers.lecun_normal(), name=f'head_{name.replace("/", "_")}')(h)
-      scale = math.sqrt(2.0 / self.spec.fan_in(name)) if name.endswith('kernel') else self.bias_scale
-      parts.append(raw * scale)
+      parts.append(raw * self.output_scale(name))
     thetas = jnp.concatenate(parts, axis=-1)
     if self.shared_base:
       thetas = thetas + self.param('theta_0', lambda rng: init_theta(rng, self.spec))[None]
