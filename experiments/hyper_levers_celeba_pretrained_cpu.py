@@ -32,6 +32,7 @@ VARIANTS = (
     ('floor: one shared f', {'method': 'shared_f'}),
     ('no feature distillation', {'feature_distill_weight': 0.0}),
     ('mean pooling', {'verifier.pooling': 'mean'}),
+    ('shared convolutions from distillation alone', {'distill_only_stem': True}),
     ('no graded targets', {'distill_weight': 0.0}),
     ('features not normalised', {'verifier.normalize_features': False}),
     ('personal conv3 + logit', {'personal_layers': ('conv3', 'logit')}),

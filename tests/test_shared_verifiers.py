@@ -201,6 +201,24 @@ def test_feature_distillation_adds_theta_0s_features_against_the_teacher_and_tra
   assert all(np.abs(leaf).max() < 1e-6 for leaf in jax.tree.leaves(grads['head_logit_kernel']))
 
 
+def test_distill_only_stem_keeps_the_pair_loss_out_of_the_shared_convolutions():
+  gen = hypernet.WeightGenerator(NORMED, hidden=8, shared_base=True)
+  both = objectives.hyper_task(gen, NORMED, 4, batches=None, distill_weight=0.5, feature_distill_weight=2.0)
+  task = objectives.hyper_task(gen, NORMED, 4, batches=None, distill_weight=0.5, feature_distill_weight=2.0,
+                               distill_only_stem=True)
+  params = task.init(jax.random.key(0))['params']
+  batch = _batch()
+  np.testing.assert_allclose(task.loss(params, {}, batch, None)[0], both.loss(params, {}, batch, None)[0], rtol=1e-6)
+  grads = jax.grad(lambda p: task.loss(p, {}, batch, None)[0])(params)
+  distilled = jax.grad(lambda p: task.loss(p, {}, batch, None)[1][1]['feature_distill'] * 2.0)(params)
+  shared, alone = verifier.unflatten(grads['theta_0'], NORMED), verifier.unflatten(distilled['theta_0'], NORMED)
+  for i in range(4):  # the convolutions' gradient is the distillation's alone
+    np.testing.assert_allclose(shared[f'conv{i}/kernel'], alone[f'conv{i}/kernel'], rtol=1e-5, atol=1e-7)
+  assert np.abs(grads['head_logit_kernel']['kernel']).max() > 0  # the generator still learns from the pairs
+  with pytest.raises(ValueError, match='distill_only_stem needs'):
+    objectives.hyper_task(gen, NORMED, 4, batches=None, distill_only_stem=True)
+
+
 def test_feature_distillation_needs_a_shared_base():
   gen = hypernet.WeightGenerator(NORMED, hidden=8)
   with pytest.raises(ValueError, match='shared_base=True'):

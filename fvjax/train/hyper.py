@@ -98,6 +98,7 @@ def default_config() -> ml_collections.ConfigDict:
   # f's shared layers regress the backbone's embedding of every probe through a training-only linear head
   # (fvjax.train.objectives.feature_distillation; needs shared_base, or method='shared_f'). 0: off.
   c.feature_distill_weight = 0.0
+  c.distill_only_stem = False  # True: f's shared layers before the personal ones learn from feature distillation alone
   c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
@@ -234,7 +235,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                                     **objective(config))
   elif config.method == 'hypernetwork':
     task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre,
-                                 config.feature_distill_weight, **objective(config))
+                                 config.feature_distill_weight, config.distill_only_stem, **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   validate = None

@@ -68,13 +68,18 @@ def pair_loss(logits: jax.Array, targets: jax.Array, cosines: jax.Array, *, posi
 
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
-               input_centre: np.ndarray | None = None, feature_distill_weight: float = 0.0, **objective) -> Task:
+               input_centre: np.ndarray | None = None, feature_distill_weight: float = 0.0,
+               distill_only_stem: bool = False, **objective) -> Task:
   """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
   arguments), plus the scheduled norm penalty and, with a shared base, `feature_distill_weight` x the
-  `feature_distillation` of theta_0 (params gain 'feature_head' [c, E]). input_centre [E]: the generator's fixed
-  input centre (None: zero)."""
+  `feature_distillation` of theta_0 (params gain 'feature_head' [c, E]). distill_only_stem: theta_0's layers before
+  the first personal one learn from feature distillation alone (the pair loss sees their output as a constant), so
+  the identities of the training batches never shape them. input_centre [E]: the generator's fixed input centre
+  (None: zero)."""
   if feature_distill_weight and not generator.shared_base:
     raise ValueError('feature_distill_weight teaches the shared base theta_0: it needs shared_base=True')
+  if distill_only_stem and not (feature_distill_weight and generator.first_personal_layer):
+    raise ValueError('distill_only_stem needs feature_distill_weight > 0 and shared layers before the personal ones')
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
   first = generator.first_personal_layer
@@ -85,7 +90,8 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
     probes = batch['probes']
     if first:  # layers every user shares: once per probe
       probes = verifier.stem(params['theta_0'], probes, spec, first, conv_impl)
-    logits = verifier.apply_many(thetas, probes, spec, conv_impl=conv_impl, from_layer=first)  # [U, U*m]
+    seen_by_pairs = jax.lax.stop_gradient(probes) if distill_only_stem else probes
+    logits = verifier.apply_many(thetas, seen_by_pairs, spec, conv_impl=conv_impl, from_layer=first)  # [U, U*m]
     targets = (batch['probe_user'][None, :] == jnp.arange(thetas.shape[0])[:, None]).astype(jnp.float32)
     cosines = teacher_cosines(batch['enrol'], batch['probe_embed'], centre)
     pair, metrics = pair_loss(logits, targets, cosines, **objective)
