@@ -38,6 +38,7 @@ VARIANTS = (
     ('personal conv3 + logit', {'personal_layers': ('conv3', 'logit')}),
     ('personal pooling + logit', {'personal_layers': ('pool', 'logit')}),
     ('16 users a step', {'users_per_batch': 16}),
+    ('128 users a step', {'users_per_batch': 128}),
     ('no probe augmentation', NO_AUGMENTATION),
 )
 
