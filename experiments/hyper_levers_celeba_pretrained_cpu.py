@@ -33,12 +33,12 @@ VARIANTS = (
     ('no feature distillation', {'feature_distill_weight': 0.0}),
     ('mean pooling', {'verifier.pooling': 'mean'}),
     ('shared convolutions from distillation alone', {'distill_only_stem': True}),
+    ('personal pooling + logit', {'personal_layers': ('pool', 'logit')}),
+    ('128 users a step', {'users_per_batch': 128}),
     ('no graded targets', {'distill_weight': 0.0}),
     ('features not normalised', {'verifier.normalize_features': False}),
     ('personal conv3 + logit', {'personal_layers': ('conv3', 'logit')}),
-    ('personal pooling + logit', {'personal_layers': ('pool', 'logit')}),
     ('16 users a step', {'users_per_batch': 16}),
-    ('128 users a step', {'users_per_batch': 128}),
     ('no probe augmentation', NO_AUGMENTATION),
 )
 
