@@ -52,6 +52,16 @@ def variant_config(base: ml_collections.ConfigDict, overrides: dict) -> ml_colle
   return cli.apply_overrides(ml_collections.ConfigDict(base.to_dict()), overrides)
 
 
+def stored_config(workdir: Path) -> dict:
+  """A finished run's config, with the fields added to `hyper.default_config` since it ran set to their defaults:
+  a new field's default keeps the behaviour the run had."""
+  def merged(defaults, stored):
+    if not isinstance(defaults, dict) or not isinstance(stored, dict):
+      return stored
+    return {**defaults, **{k: merged(defaults.get(k), v) for k, v in stored.items()}}
+  return merged(json.loads(json.dumps(hyper.default_config().to_dict())), checkpoint.load_run_config(workdir)[0])
+
+
 def format_row(name: str, report: dict) -> str:
   verification = report['verification']
   held_out = verification['held_out_identities']
@@ -73,7 +83,7 @@ def main(base: ml_collections.ConfigDict, variants=VARIANTS, workdir_root: Path 
     report_path = workdir / 'report.json'
     # Read back only a finished run of this very config (the loop stores it JSON-normalised with each checkpoint);
     # any other workdir goes to hyper.run, which resumes it or refuses it naming the keys that differ.
-    if report_path.is_file() and checkpoint.load_run_config(workdir)[0] == json.loads(json.dumps(config.to_dict())):
+    if report_path.is_file() and stored_config(workdir) == json.loads(json.dumps(config.to_dict())):
       report = json.loads(report_path.read_text())
     else:
       report = hyper.run(config, workdir, progress=False)
