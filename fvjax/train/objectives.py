@@ -136,12 +136,12 @@ def shared_f_task(spec: verifier.VerifierSpec, embedding_size: int, batches, inp
     logits = scale * l2_normalize(g - params['centre']) @ g.T + bias
     targets = (batch['probe_user'][:, None] == batch['probe_user'][None, :]).astype(jnp.float32)
     cosines = teacher_cosines(batch['probe_embed'], batch['probe_embed'], centre)
-    pair, metrics = pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
+    total, metrics = pair_loss(logits, targets, cosines, mask=1 - jnp.eye(len(g)), **objective)
     if feature_distill_weight:
       metrics['feature_distill'] = feature_distillation(g, params['feature_head'],
                                                         centred(batch['probe_embed'], centre))
-      pair += feature_distill_weight * metrics['feature_distill']
-    return pair, (model_state, metrics)
+      total += feature_distill_weight * metrics['feature_distill']
+    return total, (model_state, metrics)
 
   def init(rng):
     params = {'theta': verifier.init_theta(rng, spec), 'centre': jnp.zeros(spec.channels[-1]),
