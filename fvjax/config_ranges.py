@@ -13,6 +13,8 @@ import numbers
 
 import ml_collections
 
+from fvjax.edge import POOLINGS
+
 
 @dataclasses.dataclass(frozen=True)
 class Range:
@@ -81,7 +83,7 @@ CHOICES = {  # by a field's last name, wherever it is nested
     'quality': ('norm', 'learned'),
     'align': ('auto', 'always', 'never'),
     'tar_at_far_method': ('conservative', 'insightface'),
-    'pooling': ('mean', 'depthwise'),
+    'pooling': POOLINGS,  # f's (fvjax.edge.VerifierSpec)
 }
 
 

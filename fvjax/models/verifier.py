@@ -126,7 +126,7 @@ def init_theta(rng: jax.Array, spec: VerifierSpec = VerifierSpec()) -> jax.Array
   parts = []
   for i, (name, shape) in enumerate(spec.layer_shapes()):
     if name == 'pool/kernel':
-      parts.append(jnp.full(shape, 1.0 / (shape[0] * shape[1])))
+      parts.append(jnp.full(shape, 1.0 / spec.fan_in(name)))  # fan-in m*m: the mean
     elif name.endswith('kernel'):
       parts.append(jax.random.normal(jax.random.fold_in(rng, i), shape) * math.sqrt(2.0 / spec.fan_in(name)))
     else:
