@@ -40,6 +40,8 @@ VARIANTS = (
     ('personal conv3 + logit', {'personal_layers': ('conv3', 'logit')}),
     ('16 users a step', {'users_per_batch': 16}),
     ('no probe augmentation', NO_AUGMENTATION),
+    ('targets from 8 fixed augmented copies', {'probe_views': 8}),
+    ('floor with targets from 8 fixed augmented copies', {'method': 'shared_f', 'probe_views': 8}),
 )
 
 

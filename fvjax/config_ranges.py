@@ -59,9 +59,9 @@ RANGES = {
         'input_size', 'calibration_images', 'decode_threads', 'coreset_size', 'num_heads', 'set_size', 'max_set_size',
         'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*', 'quality_hidden', 'steps',
         'pose_template_size')},
-    # steps at which something starts, paddings, seeds, "0 = all"
+    # steps at which something starts, paddings, seeds, "0 = all" or "0 = off"
     **{name: START for name in ('warmup_steps', 'kcs_start', 'norm_penalty_start', 'crop_padding',
-                                'max_train_identities', 'seed', 'split_seed')},
+                                'max_train_identities', 'seed', 'split_seed', 'probe_views')},
     # 0: no held-out people (paper-scale runs evaluate on .bin sets), no validation people
     **{name: Range(0, 1, high_open=True) for name in ('test_fraction', 'validation_fraction')},
     **{name: FRACTION for name in ('calibration_fraction', 'calibration_far', 'selection_far')},

@@ -1,13 +1,14 @@
 """Training data streamed from disk: the backbone feature cache, KCS centroids in chunks, per-host hyper and
 coreset batches."""
 
+import dataclasses
 import json
 
 import ml_collections
 import numpy as np
 import pytest
 
-from fvjax import backbones, cli, data
+from fvjax import backbones, cli, data, edge
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.train import features as features_lib
@@ -153,3 +154,48 @@ def test_coreset_batches_are_step_indexed_split_over_hosts_and_drawn_within_one_
       own = features[image_indices[image_classes == label]].reshape(-1, 8)  # images and mirrors of the identity
       for member in set_features[:size]:
         assert (own == member).all(axis=1).any()
+
+
+def test_probe_views_are_fixed_augmented_copies_with_their_own_backbone_embedding(backbone_run):
+  features, faces = features_of(backbone_run)
+  backbone = backbones.load(backbone_run)
+  split = backbone.data_split(ml_collections.ConfigDict({'data_dir': ''}))
+  augmentation = data.AugmentConfig(flip=0.5, crop_padding=8, contrast=0.3, brightness=0.3)
+  view_features, _ = features_lib.augmented_features(backbone, split, augmentation, 3, seed=5)
+  assert isinstance(view_features, np.memmap) and view_features.shape == (len(faces), 3, 512)
+  # The oracle: the backbone itself on copies made here, one by one, with data.augment and the documented seeds.
+  net, variables, _, _ = backbones.load_trained(backbone_run)
+  embed = verification.backbone_embed_fn(net, variables)
+  rows, views = np.array([3, 3, 120, 7]), np.array([0, 2, 1, 1])
+  copies = np.stack([data.augment(data.decode_all(faces, [r])[0], np.random.default_rng([5, r, v]), augmentation)
+                     for r, v in zip(rows, views)])
+  np.testing.assert_allclose(features_lib.view_embeddings(view_features, rows, views),
+                             verification.embed_images(embed, copies, flip=False), atol=1e-5)
+  assert not np.allclose(view_features[3, 0], view_features[3, 2])
+
+  config = ml_collections.ConfigDict({'users_per_batch': 4, 'positives_per_user': 2, 'seed': 5, 'kcs_start': 9,
+                                      'norm_penalty': 0.0, 'norm_penalty_start': 9, 'total_steps': 3,
+                                      'decode_threads': 2, 'probe_views': 3,
+                                      'probe_augment': dataclasses.asdict(augmentation)})
+  identities = np.unique(faces.labels)
+  spec = verifier.VerifierSpec()
+  def batches(hosts=None, host=None):
+    return list(hyper.make_batches(features, faces, np.arange(len(faces)), faces.labels, config,
+                                   np.zeros(len(identities), int), identities, spec, hosts=hosts, host=host,
+                                   view_features=view_features)(0))
+  single = batches()
+  all_views = features_lib.view_embeddings(view_features, np.repeat(np.arange(len(faces)), 3),
+                                           np.tile(np.arange(3), len(faces))).reshape(len(faces), 3, -1)
+  drawn = set()
+  for batch in single:
+    for probe, target in zip(batch['probes'], batch['probe_embed']):
+      # Each probe is f's input of the copy whose embedding is its target.
+      row, view = map(int, np.argwhere(np.all(np.isclose(all_views, target, atol=1e-6), axis=-1))[0])
+      copy = features_lib.augmented_view(data.decode_all(faces, [row])[0], row, view, 5, augmentation)
+      np.testing.assert_allclose(probe, edge.verifier_input(copy[None], spec)[0], atol=1e-6)
+      drawn.add(view)
+  assert drawn == {0, 1, 2}
+  halves = zip(batches(2, 0), batches(2, 1))  # the hosts' blocks are the single-host batch, copies included
+  for step, (first, second) in enumerate(halves):
+    for k in single[step]:
+      np.testing.assert_array_equal(np.concatenate([first[k], second[k]]), single[step][k])

@@ -10,9 +10,11 @@ It is written under a temporary name and renamed when complete, with a key
 (backbone, its step, data path, image count) that invalidates it when the backbone
 or the data change; a half-written file is never read. `degraded_features` caches
 the features of seeded, strongly degraded copies of the same images the same way
-(mixed-quality templates, the learned quality head).
+(mixed-quality templates, the learned quality head), `augmented_features` those of
+seeded training-augmented copies (the distillation targets of augmented probes).
 """
 
+import dataclasses
 import json
 import os
 
@@ -47,6 +49,27 @@ def degraded_features(backbone: backbones.FrozenBackbone, split: backbones.DataS
 
   names = [(d.name, d.strengths) for d in degrade.MIXED_DEGRADATIONS]
   return _cached_features(backbone, split, f'degraded_{seed}', {'degradations': names}, degraded, progress)
+
+
+def augmented_view(image: np.ndarray, row: int, view: int, seed: int, augmentation: data.AugmentConfig
+                   ) -> np.ndarray:
+  """View `view` of image `row` (uint8 [112, 112, 3] -> the same): `data.augment` seeded by (seed, row, view), the
+  same image wherever and whenever it is made."""
+  return data.augment(image, np.random.default_rng([seed, row, view]), augmentation)
+
+
+def augmented_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit,
+                       augmentation: data.AugmentConfig, views: int, seed: int, progress: bool = False
+                       ) -> tuple[np.ndarray, data.FaceDataset]:
+  """(raw features [N, views, C] of `views` augmented copies of every image (`augmented_view`; read-only memmap),
+  the faces)."""
+
+  def copies(images, rows):
+    return tuple(np.stack([augmented_view(image, row, view, seed, augmentation) for image, row in zip(images, rows)])
+                 for view in range(views))
+
+  key = {'augmentation': dataclasses.asdict(augmentation), 'views': views}
+  return _cached_features(backbone, split, f'augmented_{seed}', key, copies, progress)
 
 
 def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,
@@ -87,6 +110,12 @@ def embeddings(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
   (what `verification.embed_images(..., flip=True)` gives for the same images)."""
   summed = np.asarray(features[np.asarray(rows)], np.float32).sum(axis=1)
   return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+
+
+def view_embeddings(features: np.ndarray, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+  """The L2-normalised features [n, C] of view views[i] of image rows[i] (features [N, V, C]: no mirror summed)."""
+  picked = np.asarray(features[np.asarray(rows), np.asarray(views)], np.float32)
+  return picked / np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
 
 
 def mean_embedding(features: np.ndarray, rows: np.ndarray) -> np.ndarray:

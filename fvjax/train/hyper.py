@@ -108,6 +108,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Augmentation of the probe images f is trained on (`fvjax.data.AugmentConfig`: flip, reflect-pad crop, contrast and
   # brightness jitter; all off by default); enrolment embeddings are the cached clean ones.
   c.probe_augment = ml_collections.ConfigDict({**dataclasses.asdict(data.AugmentConfig()), 'flip': 0.0})
+  # >0: each probe is one of this many fixed augmented copies of its image, whose backbone embedding (computed once,
+  # `features_lib.augmented_features`) is its target in feature distillation and graded targets: the teacher sees what f
+  # sees. 0: probes are augmented afresh every step and their targets are the clean images' embeddings.
+  c.probe_views = 0
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
   c.eval_every = 500  # steps between validations on the calibration people (TensorBoard 'validation/auc')
   c.evaluate_checkpoint = 'last'  # the step the report evaluates: 'last', or 'best' on validation AUC
@@ -151,10 +155,13 @@ def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[
 
 
 def make_batches(features, faces: data.FaceDataset, image_indices, image_labels, config, cluster_of, identities,
-                 spec: verifier.VerifierSpec, hosts: int | None = None, host: int | None = None):
+                 spec: verifier.VerifierSpec, hosts: int | None = None, host: int | None = None, view_features=None):
   """batches(start) -> this host's rows of the step-indexed user batches, from step `start` on.
 
   features: the backbone's raw features [N, 2, C] (a memmap; enrolment embeddings are read row by row).
+  view_features: with `config.probe_views` > 0, the raw features [N, probe_views, C] of the augmented copies
+  (`features_lib.augmented_features`): each probe is one of its image's copies, drawn per step, with that copy's
+  embedding as its probe_embed.
   image_indices / image_labels: the training images and their identities; identities [I] with
   cluster_of [I]: the identities that may be drawn as users. Batch s is a pure function of (seed, s):
   enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_embed [U*m, C] the probes' (clean)
@@ -177,16 +184,22 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
       users = rng.choice(identities, u, replace=False)
     picks = np.stack([rng.choice(by_id[i], m + 1, replace=False) for i in users])[mine]  # [U/hosts, 1 + m]
     probes = picks[:, 1:].ravel()
-    positions = np.arange(u * m).reshape(u, m)[mine].ravel()  # each probe's row in the global batch
-    # Each probe's augmentation is seeded by its global row, so the hosts' blocks are the single-host batch's.
-    images = np.stack([data.augment(imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}'),
-                                    np.random.default_rng([config.seed, step, int(row)]), augmentation)
-                       for i, row in zip(probes, positions)])
+    decode = lambda i: imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}')
+    if view_features is not None:  # fixed copies, drawn for the global batch so the hosts' blocks are its rows
+      views = rng.integers(config.probe_views, size=(u, m))[mine].ravel()
+      images = np.stack([features_lib.augmented_view(decode(i), int(i), int(v), config.seed, augmentation)
+                         for i, v in zip(probes, views)])
+      probe_embed = features_lib.view_embeddings(view_features, probes, views)
+    else:  # fresh copies, seeded by each probe's global row so the hosts' blocks are the single-host batch's
+      positions = np.arange(u * m).reshape(u, m)[mine].ravel()
+      images = np.stack([data.augment(decode(i), np.random.default_rng([config.seed, step, int(row)]), augmentation)
+                         for i, row in zip(probes, positions)])
+      probe_embed = features_lib.embeddings(features, probes)
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     return {
         'enrol': features_lib.embeddings(features, picks[:, 0]),
         'probes': edge.verifier_input(images, spec),
-        'probe_embed': features_lib.embeddings(features, probes),
+        'probe_embed': probe_embed,
         'probe_user': np.repeat(np.arange(u)[mine], m).astype(np.int32),
         'norm_weight': np.full(len(picks), norm_weight, np.float32),
     }
@@ -227,7 +240,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
   cluster_of = np.asarray(cluster_of)
   check_user_batches(cluster_of, config)
-  batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec)
+  view_features = None
+  if config.probe_views:
+    if config.extra_train_dirs:
+      raise ValueError('probe_views covers the images of data_dir only; with extra_train_dirs set probe_views=0')
+    progress_lib.say('hyper', f'backbone features of {config.probe_views} augmented copies of every image', progress)
+    view_features, _ = features_lib.augmented_features(backbone, split, data.AugmentConfig(**config.probe_augment),
+                                                       config.probe_views, config.seed, progress)
+  batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec,
+                         view_features=view_features)
 
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
   if config.method == 'shared_f':
