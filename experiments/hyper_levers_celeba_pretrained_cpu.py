@@ -42,6 +42,9 @@ VARIANTS = (
     ('no probe augmentation', NO_AUGMENTATION),
     ('targets from 8 fixed augmented copies', {'probe_views': 8}),
     ('floor with targets from 8 fixed augmented copies', {'method': 'shared_f', 'probe_views': 8}),
+    ('targets from 8 copies, 128 users a step', {'probe_views': 8, 'users_per_batch': 128}),
+    ("f's own template in the generated kernel", {'own_template': True}),
+    ("own template, targets from 8 copies", {'own_template': True, 'probe_views': 8}),
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from fvjax import backbones, calibration, userfile
+from fvjax import backbones, calibration, edge, userfile
 from fvjax.eval import personalized, verification
 from fvjax.models.hypernet import enrolment_embedding
 from fvjax.train import coreset, hyper
@@ -41,7 +41,8 @@ def from_images(hyper_workdir: str | Path, faces: np.ndarray, sources: list[str]
     backbones.require_same(config.backbone, coreset_config.backbone, hyper_workdir, coreset_workdir)
     features = verification.embed_images(embed_fn, faces, flip=False, normalize_output=False)
     enrolment = aggregator.apply({'params': aggregator_params}, jnp.asarray(features)[None]).descriptor[0]
-  theta = np.asarray(generator.apply({'params': params}, enrolment[None])[0])
+  inputs = edge.verifier_input(faces, generator.spec)[None] if generator.own_template else None  # [1, n, s, s, 3]
+  theta = np.asarray(generator.apply({'params': params}, enrolment[None], inputs)[0])
   calibration_set = calibration.CalibrationSet.load(hyper_workdir)
   calibrated = personalized.calibrate(theta[None], calibration_set, far, generator.spec)[0] if calibration_set else None
   return userfile.User(theta=theta, spec=generator.spec.to_dict(), name=name, sources=tuple(sources),

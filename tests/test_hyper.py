@@ -153,6 +153,45 @@ def test_generator_emits_he_scaled_verifiers():
   assert 0.3 * expected_std < float(jnp.std(conv1)) < 3 * expected_std
 
 
+def test_own_template_adds_f_own_features_of_the_enrolment_images_to_the_logit_kernel():
+  spec = dataclasses.replace(SPEC, normalize_features=True, pooling='depthwise')
+  own = hypernet.WeightGenerator(spec, hidden=16, shared_base=True, own_template=True)
+  emb = jax.random.normal(jax.random.key(0), (3, 8))
+  inputs = jax.random.uniform(jax.random.key(1), (3, 2, 64, 64, 3), minval=-1.0, maxval=1.0)  # 2 images each
+  params = own.init(jax.random.key(2), emb, inputs)['params']
+  centre = 0.05 * np.random.default_rng(0).normal(size=spec.channels[-1])
+  params = {**params, 'template_scale': jnp.array(2.5), 'template_centre': jnp.asarray(centre, jnp.float32)}
+  thetas = np.asarray(own.apply({'params': params}, emb, inputs))
+  plain = hypernet.WeightGenerator(spec, hidden=16, shared_base=True)
+  generated = np.asarray(plain.apply({'params': {k: v for k, v in params.items() if not k.startswith('template')}},
+                                     emb))
+  # The oracle: theta_0's pooled features from f's NumPy twin (feature j = the logit with kernel e_j, bias 0).
+  theta_0 = np.asarray(params['theta_0'], np.float64)
+  logit = dict(zip([n for n, _ in spec.layer_shapes()], np.split(np.arange(spec.num_params), np.cumsum(
+      [int(np.prod(shape)) for _, shape in spec.layer_shapes()])[:-1])))
+  def pooled(images):
+    columns = []
+    for j in range(spec.channels[-1]):
+      probe = theta_0.copy()
+      probe[logit['logit/kernel']] = np.eye(spec.channels[-1])[j]
+      probe[logit['logit/bias']] = 0.0
+      columns.append(edge.numpy_forward(probe, images, spec))
+    return np.stack(columns, axis=-1)
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+  expected = [2.5 * unit(unit(unit(pooled(np.asarray(x))).mean(axis=0)) - centre) for x in inputs]
+  difference = thetas - generated
+  np.testing.assert_allclose(difference[:, logit['logit/kernel']], expected, atol=2e-5)
+  np.testing.assert_array_equal(np.delete(difference, logit['logit/kernel'], axis=1), 0.0)
+  # Order-invariant in a user's images; one image each is the [U, s, s, 3] form.
+  np.testing.assert_allclose(own.apply({'params': params}, emb, inputs[:, ::-1]), thetas, atol=1e-5)
+  single = np.asarray(own.apply({'params': params}, emb, inputs[:, 0]))
+  np.testing.assert_allclose(single, own.apply({'params': params}, emb, inputs[:, :1]), atol=1e-6)
+  with pytest.raises(ValueError, match='enrol_inputs'):
+    own.apply({'params': params}, emb)
+  with pytest.raises(ValueError, match='shared_base'):
+    hypernet.WeightGenerator(spec, own_template=True).init(jax.random.key(0), emb, inputs)
+
+
 # The paper's form, then a shared base (theta_0 learns colour features once, the personal logit layer which to accept)
 # with normalised features and the graded objective.
 @pytest.mark.parametrize('shared_base, steps, learning_rate', [(False, 60, 1e-3), (True, 150, 3e-3)])

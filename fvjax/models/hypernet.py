@@ -20,6 +20,12 @@ Two forms (`shared_base`):
   generator emits only delta for the tensors of `personal_layers` (others stay theta_0), so what all users need is
   learned once and the embedding only steers the personal layers (the abstract: the hypernetwork exists to share
   information between people). The output is still a whole theta per user: a device runs the same f.
+
+With a shared base, `own_template` also enrols a user the way the shared-f floor does: the logit kernel gains
+template_scale * normalise(g_0(x) - template_centre), where g_0(x) are theta_0's own pooled features of the
+enrolment image(s) x (two learned parameters: a scalar and a [c] centre). The generated part then only has to add
+what the backbone's embedding knows beyond f's own view of the face; with a zero generator head the verifier is the
+floor's.
 """
 
 import math
@@ -29,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.models.layers import l2_normalize
-from fvjax.models.verifier import VerifierSpec, init_theta
+from fvjax.models.verifier import VerifierSpec, enrolment_features, flatten, init_theta
 
 
 class WeightGenerator(nn.Module):
@@ -40,18 +46,23 @@ class WeightGenerator(nn.Module):
   (`with_input_centre`), because some backbones' embeddings share one dominant direction (dlib_resnet's unit
   descriptors average to a vector of norm 0.92 on CelebA): without it a fresh generator sees near-identical inputs
   for every user and emits one verifier for all, whose BCE never leaves ln 2.
-  shared_base, personal_layers: see the module doc (layers named as in `VerifierSpec.layer_names`).
+  shared_base, personal_layers, own_template: see the module doc (layers named as in `VerifierSpec.layer_names`);
+  with own_template the call takes f's inputs of the enrolment images too, enrol_inputs [U, s, s, 3] or
+  [U, n, s, s, 3] (n images each, averaged as `verifier.enrolment_features` does).
   """
   spec: VerifierSpec = VerifierSpec()
   hidden: int = 256
   bias_scale: float = 0.1
   shared_base: bool = False
   personal_layers: tuple[str, ...] = ('logit',)
+  own_template: bool = False
 
   def setup(self):
     unknown = set(self.personal_layers) - set(self.spec.layer_names)
     if self.shared_base and (unknown or not self.personal_layers):
       raise ValueError(f'personal_layers={self.personal_layers} must name some of f\'s layers {self.spec.layer_names}')
+    if self.own_template and not self.shared_base:
+      raise ValueError("own_template enrols with theta_0's features: it needs shared_base=True")
 
   def generated(self, name: str) -> bool:
     """Whether tensor `name` of theta is (partly) generated per user."""
@@ -70,7 +81,7 @@ class WeightGenerator(nn.Module):
     return math.sqrt(2.0 / self.spec.fan_in(name)) if name.endswith('kernel') else self.bias_scale
 
   @nn.compact
-  def __call__(self, embeddings: jax.Array) -> jax.Array:
+  def __call__(self, embeddings: jax.Array, enrol_inputs: jax.Array | None = None) -> jax.Array:
     centre = jax.lax.stop_gradient(self.param('input_centre', nn.initializers.zeros, (embeddings.shape[-1],)))
     h = l2_normalize(l2_normalize(embeddings) - centre)
     h = nn.relu(nn.Dense(self.hidden, name='trunk0')(h))
@@ -86,7 +97,16 @@ class WeightGenerator(nn.Module):
       parts.append(raw * self.output_scale(name))
     thetas = jnp.concatenate(parts, axis=-1)
     if self.shared_base:
-      thetas = thetas + self.param('theta_0', lambda rng: init_theta(rng, self.spec))[None]
+      theta_0 = self.param('theta_0', lambda rng: init_theta(rng, self.spec))
+      thetas = thetas + theta_0[None]
+    if self.own_template:
+      if enrol_inputs is None:
+        raise ValueError('this generator enrols from f\'s inputs of the enrolment images too: pass enrol_inputs')
+      scale = self.param('template_scale', nn.initializers.ones, ())
+      centre = self.param('template_centre', nn.initializers.zeros, (self.spec.channels[-1],))
+      kernels = scale * l2_normalize(enrolment_features(theta_0, enrol_inputs, self.spec) - centre)  # [U, c]
+      others = {name: jnp.zeros(shape, thetas.dtype) for name, shape in self.spec.layer_shapes()}
+      thetas = thetas + jax.vmap(lambda k: flatten({**others, 'logit/kernel': k}, self.spec))(kernels)
     return thetas
 
 

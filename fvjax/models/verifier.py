@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from fvjax.edge import FEATURE_EPS, VerifierSpec
+from fvjax.models.layers import l2_normalize
 
 
 def unflatten(theta: jax.Array, spec: VerifierSpec) -> dict[str, jax.Array]:
@@ -92,6 +93,13 @@ def features(theta: jax.Array, images: jax.Array, spec: VerifierSpec, conv_impl:
   """What f's logit layer reads: pooled features [B, c] of images [B, s, s, C] (L2-normalised when the spec says).
   from_layer: as in `apply`."""
   return _pooled(unflatten(theta, spec), images, spec, conv_impl, from_layer)
+
+
+def enrolment_features(theta: jax.Array, inputs: jax.Array, spec: VerifierSpec) -> jax.Array:
+  """f's features [U, c] of enrolment inputs [U, s, s, C], or of [U, n, s, s, C]: the mean of each user's n
+  L2-normalised features, renormalised (order-invariant in the n images)."""
+  g = features(theta, inputs.reshape(-1, *inputs.shape[-3:]), spec).reshape(*inputs.shape[:-3], -1)
+  return l2_normalize(jnp.mean(l2_normalize(g), axis=1)) if g.ndim == 3 else g
 
 
 def _pooled(p: dict[str, jax.Array], x: jax.Array, spec: VerifierSpec, conv_impl: str, from_layer: int) -> jax.Array:

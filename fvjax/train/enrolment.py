@@ -77,8 +77,11 @@ def compare(hyper_workdir: str | Path, backbone: str, aggregator: CoresetAggrega
   issame = (owner[None, :] == np.arange(len(enrolled))[:, None]).ravel()
   result = {'users': len(enrolled), 'set_size': set_size, 'probes': len(probes),
             'genuine_pairs': int(issame.sum()), 'impostor_pairs': int((~issame).sum())}
+  enrolment_inputs = {'single_image': inputs[set_rows[:, 0]], 'set_mean': inputs[set_rows],
+                      'set_coreset': inputs[set_rows]}  # f's own view, for a generator with `own_template`
   for name, enrol in enrolment_embeddings.items():
-    thetas = np.asarray(generator.apply({'params': gen_params}, enrol))
+    own = enrolment_inputs[name] if generator.own_template else None
+    thetas = np.asarray(generator.apply({'params': gen_params}, enrol, own))
     scores = personalized.score_matrix(thetas, inputs[probe_rows], spec)
     cosine = np.asarray(l2_normalize(enrol)) @ probe_embeddings.T
     result[name] = {'verifier': verification.verification_report(scores.ravel(), issame),

@@ -83,6 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.hidden = 256
   c.shared_base = False  # True: theta_u = theta_0 + delta(e_u) (fvjax.models.hypernet); False: the paper's form
   c.personal_layers = ('logit',)  # with shared_base: f's layers that differ between users
+  c.own_template = False  # with shared_base: f's own features of the enrolment image join its logit kernel
   c.users_per_batch = 16
   c.positives_per_user = 2
   c.num_clusters = 6
@@ -133,7 +134,8 @@ def load_generator(workdir: str | Path) -> tuple[WeightGenerator, dict, ml_colle
 def make_generator(config) -> WeightGenerator:
   """The generator a run config describes (configs from before `shared_base` describe the paper's form)."""
   return WeightGenerator(verifier_spec(config), config.hidden, shared_base=config.get('shared_base', False),
-                         personal_layers=tuple(config.get('personal_layers', ('logit',))))
+                         personal_layers=tuple(config.get('personal_layers', ('logit',))),
+                         own_template=config.get('own_template', False))
 
 
 def verifier_spec(config) -> verifier.VerifierSpec:
@@ -166,7 +168,8 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   cluster_of [I]: the identities that may be drawn as users. Batch s is a pure function of (seed, s):
   enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_embed [U*m, C] the probes' (clean)
   embeddings, probe_user [U*m] (the user each probe
-  belongs to, an index into the global batch), norm_weight [U]. With several hosts, host h gets the
+  belongs to, an index into the global batch), norm_weight [U]; with `own_template`, enrol_inputs [U, s, s, 3]
+  the enrolment images' (clean) inputs of f. With several hosts, host h gets the
   contiguous block h of the users and their probes, so the hosts' blocks assemble the single-host batch.
   """
   u, m = config.users_per_batch, config.positives_per_user
@@ -196,13 +199,16 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
                          for i, row in zip(probes, positions)])
       probe_embed = features_lib.embeddings(features, probes)
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
-    return {
+    batch = {
         'enrol': features_lib.embeddings(features, picks[:, 0]),
         'probes': edge.verifier_input(images, spec),
         'probe_embed': probe_embed,
         'probe_user': np.repeat(np.arange(u)[mine], m).astype(np.int32),
         'norm_weight': np.full(len(picks), norm_weight, np.float32),
     }
+    if config.get('own_template'):  # f's (clean) inputs of the enrolment images
+      batch['enrol_inputs'] = edge.verifier_input(np.stack([decode(i) for i in picks[:, 0]]), spec)
+    return batch
 
   steps = grain.MapDataset.range(config.total_steps).map(batch)
   return lambda start: data.iterate(steps, start, num_threads=config.decode_threads)
@@ -314,7 +320,8 @@ def enrolment_fn(config, params):
     spec = verifier_spec(config)
     return jax.jit(lambda embeddings, inputs: objectives.shared_f_enrol(params, inputs, spec))
   generator = make_generator(config)
-  return jax.jit(lambda embeddings, inputs: generator.apply({'params': params}, embeddings))
+  return jax.jit(lambda embeddings, inputs: generator.apply({'params': params}, embeddings,
+                                                           inputs if generator.own_template else None))
 
 
 def hold_out_calibration(labels: np.ndarray, train_idx: np.ndarray, config) -> tuple[np.ndarray, np.ndarray]:

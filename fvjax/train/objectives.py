@@ -86,7 +86,7 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
 
   def loss(params, model_state, batch, rng):
     del rng
-    thetas = generator.apply({'params': params}, batch['enrol'])  # [U, D]
+    thetas = generator.apply({'params': params}, batch['enrol'], batch.get('enrol_inputs'))  # [U, D]
     probes = batch['probes']
     if first:  # layers every user shares: once per probe
       probes = verifier.stem(params['theta_0'], probes, spec, first, conv_impl)
@@ -106,7 +106,8 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
     return total, (model_state, metrics)
 
   def init(rng):
-    variables = generator.init(rng, jnp.zeros((1, embedding_size)))
+    size = (1, spec.input_size, spec.input_size, spec.in_channels)
+    variables = generator.init(rng, jnp.zeros((1, embedding_size)), jnp.zeros(size) if generator.own_template else None)
     if feature_distill_weight:
       head = _feature_head(jax.random.fold_in(rng, 1), spec, embedding_size)
       variables['params'] = {**variables['params'], 'feature_head': head}
@@ -163,10 +164,7 @@ def shared_f_enrol(params: dict, inputs: jax.Array, spec: verifier.VerifierSpec)
   normalised features, renormalised): f's shared layers, and a logit layer whose kernel is scale * t(enrolment) and
   whose bias is the shared bias, so f(theta_u, x) = scale * <t(enrolment), g(x)> + bias (see `shared_f_task`)."""
   shared = verifier.unflatten(params['theta'], spec)
-  images = inputs.reshape(-1, *inputs.shape[-3:])
-  g = verifier.features(params['theta'], images, spec).reshape(*inputs.shape[:-3], -1)
-  if g.ndim == 3:
-    g = l2_normalize(jnp.mean(g, axis=1))
+  g = verifier.enrolment_features(params['theta'], inputs, spec)
   kernels = params['similarity'][0] * l2_normalize(g - params['centre'])
   return jax.vmap(lambda k: verifier.flatten({**shared, 'logit/kernel': k,
                                               'logit/bias': params['similarity'][1]}, spec))(kernels)
