@@ -12,13 +12,16 @@ kept out of training for calibration), never on the 60 held-out ones:
 - feature distillation: theta_0's pooled features regress the backbone's embedding of every probe through a
   training-only linear head (`feature_distill_weight`), so the shared layers learn from every image's 128 numbers;
 - 64 users x 2 probes per step (8,192 scored pairs), learning rate 3e-3; flips, 8-pixel crops, +-30% contrast and
-  brightness on the probes; no KCS and no norm penalty (neither helped on the validation people).
+  brightness on the probes; no KCS and no norm penalty (neither helped on the validation people);
+- each probe one of 8 fixed augmented copies of its image (`probe_views`), whose backbone embedding (computed once,
+  cached) is its target in both distillation terms: the teacher sees what f sees.
 Run:      python experiments/hyper_celeba_pretrained_cpu.py
 Data:     $FVJAX_DATA_DIR/celeba_aligned (162 training / 18 validation / 60 held-out identities),
           $FVJAX_DATA_DIR/lfw_aligned.
 Protocol: as the paper config: 3,000 balanced pairs of held-out CelebA identities and LFW's 6,000 pairs, enrol one
           image and probe the other, both orders, beside the cosine of the same backbone on the same pairs.
-Runtime:  about 15 minutes on 2 CPU cores (6 min of training; LFW's 12,000 images through dlib_resnet once).
+Runtime:  about 20 minutes on 2 CPU cores (6 min of training; CelebA's 8 augmented copies and LFW's 12,000 images
+          through dlib_resnet once).
 """
 
 import sys
@@ -42,6 +45,7 @@ def get_config():
   c.probe_augment.contrast = 0.3
   c.probe_augment.brightness = 0.3
   c.kcs_start = c.norm_penalty_start = c.total_steps  # off
+  c.probe_views = 8
   return c
 
 

@@ -1,7 +1,8 @@
 """Which lever makes the personalised verifiers work on new people: one table from one command (dlib_resnet h_bb, CPU).
 
-Each row is experiments/hyper_celeba_pretrained_cpu.py (the chosen settings) at 1,000 steps with one lever taken
-back, plus two reference rows: the paper's configuration (every weight of f generated, weighted BCE, KCS and the norm
+Each row is experiments/hyper_celeba_pretrained_cpu.py (the chosen settings) at 1,000 steps without its last-chosen
+lever (8 fixed augmented copies of each probe as distillation targets, `probe_views`) and with one lever changed,
+plus two reference rows: the paper's configuration (every weight of f generated, weighted BCE, KCS and the norm
 penalty from half-way, 16 users a step, no augmentation) and the floor, f's own layout trained as one network
 shared by every user (`method='shared_f'`, the same batches and objective, feature distillation included; a user is
 enrolled with f's own features).
@@ -23,7 +24,7 @@ STEPS = 1000
 NO_AUGMENTATION = {'probe_augment.flip': 0.0, 'probe_augment.crop_padding': 0, 'probe_augment.contrast': 0.0,
                    'probe_augment.brightness': 0.0}
 VARIANTS = (
-    ('chosen settings', {}),
+    ('chosen settings before fixed copies', {}),
     ('paper: every weight generated', {'shared_base': False, 'verifier.normalize_features': False,
                                        'verifier.pooling': 'mean', 'distill_weight': 0.0,
                                        'feature_distill_weight': 0.0, 'users_per_batch': 16,
@@ -40,7 +41,7 @@ VARIANTS = (
     ('personal conv3 + logit', {'personal_layers': ('conv3', 'logit')}),
     ('16 users a step', {'users_per_batch': 16}),
     ('no probe augmentation', NO_AUGMENTATION),
-    ('targets from 8 fixed augmented copies', {'probe_views': 8}),
+    ('targets from 8 fixed augmented copies (chosen)', {'probe_views': 8}),
     ('floor with targets from 8 fixed augmented copies', {'method': 'shared_f', 'probe_views': 8}),
     ('targets from 8 copies, 128 users a step', {'probe_views': 8, 'users_per_batch': 128}),
     ("f's own template in the generated kernel", {'own_template': True}),
@@ -51,6 +52,7 @@ VARIANTS = (
 def get_config():
   c = cli.load_config(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py'))
   c.total_steps = c.checkpoint_every = c.kcs_start = c.norm_penalty_start = STEPS
+  c.probe_views = 0  # the rows' base: the chosen settings before fixed augmented copies (a row of their own)
   c.eval_bins = ()
   c.identification = False
   return c

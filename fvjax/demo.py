@@ -60,6 +60,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
   hy.feature_distill_weight = 1.0
   hy.optimizer.learning_rate = 3e-3
   hy.probe_augment.update({'flip': 0.5, 'crop_padding': 8, 'contrast': 0.3, 'brightness': 0.3})
+  hy.probe_views = 8
   hy.total_steps = 600
   hy.users_per_batch = 16
   hy.kcs_start = hy.norm_penalty_start = hy.total_steps  # off
