@@ -217,6 +217,8 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains h_gen on the backbone run's training identities; evaluates the pair protocol (see the module doc)."""
   workdir = Path(workdir)
+  if config.probe_views and config.extra_train_dirs:
+    raise ValueError('probe_views copies the images of data_dir only; with extra_train_dirs set probe_views=0')
   backbone = backbones.load(config.backbone)
   split = backbone.data_split(config)
   features, faces = features_lib.backbone_features(backbone, split, progress)
@@ -248,8 +250,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   check_user_batches(cluster_of, config)
   view_features = None
   if config.probe_views:
-    if config.extra_train_dirs:
-      raise ValueError('probe_views covers the images of data_dir only; with extra_train_dirs set probe_views=0')
     progress_lib.say('hyper', f'backbone features of {config.probe_views} augmented copies of every image', progress)
     view_features, _ = features_lib.augmented_features(backbone, split, data.AugmentConfig(**config.probe_augment),
                                                        config.probe_views, config.seed, progress)
