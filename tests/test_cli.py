@@ -31,7 +31,7 @@ def test_ablation_variants_change_existing_fields(path, switch):
   for name, overrides in module.VARIANTS:
     config = ablation.variant_config(base, overrides)  # raises on a field the config lacks
     assert config.to_dict() != base.to_dict() or name in ('baseline', '162 training identities (all)',
-                                                          'chosen settings')
+                                                          'chosen settings before fixed copies')
   assert base.total_steps == module.STEPS and base.kcs_start == base.norm_penalty_start == module.STEPS * switch
 
 
