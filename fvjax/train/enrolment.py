@@ -77,11 +77,12 @@ def compare(hyper_workdir: str | Path, backbone: str, aggregator: CoresetAggrega
   issame = (owner[None, :] == np.arange(len(enrolled))[:, None]).ravel()
   result = {'users': len(enrolled), 'set_size': set_size, 'probes': len(probes),
             'genuine_pairs': int(issame.sum()), 'impostor_pairs': int((~issame).sum())}
-  enrolment_inputs = {'single_image': inputs[set_rows[:, 0]], 'set_mean': inputs[set_rows],
-                      'set_coreset': inputs[set_rows]}  # f's own view, for a generator with `own_template`
+  own_inputs = {}  # f's own view of each enrolment, read by a generator with `own_template`
+  if generator.own_template:
+    own_inputs = {'single_image': inputs[set_rows[:, 0]], 'set_mean': inputs[set_rows]}
+    own_inputs['set_coreset'] = own_inputs['set_mean']
   for name, enrol in enrolment_embeddings.items():
-    own = enrolment_inputs[name] if generator.own_template else None
-    thetas = np.asarray(generator.apply({'params': gen_params}, enrol, own))
+    thetas = np.asarray(generator.apply({'params': gen_params}, enrol, own_inputs.get(name)))
     scores = personalized.score_matrix(thetas, inputs[probe_rows], spec)
     cosine = np.asarray(l2_normalize(enrol)) @ probe_embeddings.T
     result[name] = {'verifier': verification.verification_report(scores.ravel(), issame),

@@ -108,14 +108,17 @@ def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSp
 def embeddings(features: np.ndarray, rows: np.ndarray) -> np.ndarray:
   """The verification embeddings [n, C] of `rows`: image + mirror features summed, then L2-normalised
   (what `verification.embed_images(..., flip=True)` gives for the same images)."""
-  summed = np.asarray(features[np.asarray(rows)], np.float32).sum(axis=1)
-  return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+  return _unit(np.asarray(features[np.asarray(rows)], np.float32).sum(axis=1))
 
 
 def view_embeddings(features: np.ndarray, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
   """The L2-normalised features [n, C] of view views[i] of image rows[i] (features [N, V, C]: no mirror summed)."""
-  picked = np.asarray(features[np.asarray(rows), np.asarray(views)], np.float32)
-  return picked / np.maximum(np.linalg.norm(picked, axis=1, keepdims=True), 1e-12)
+  return _unit(np.asarray(features[np.asarray(rows), np.asarray(views)], np.float32))
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+  """Rows of `vectors` [n, C] divided by their L2 norm (at least 1e-12)."""
+  return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def mean_embedding(features: np.ndarray, rows: np.ndarray) -> np.ndarray:

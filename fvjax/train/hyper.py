@@ -166,8 +166,8 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
   embedding as its probe_embed.
   image_indices / image_labels: the training images and their identities; identities [I] with
   cluster_of [I]: the identities that may be drawn as users. Batch s is a pure function of (seed, s):
-  enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_embed [U*m, C] the probes' (clean)
-  embeddings, probe_user [U*m] (the user each probe
+  enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_embed [U*m, C] the probes' embeddings
+  (of the clean images, or of the drawn copies), probe_user [U*m] (the user each probe
   belongs to, an index into the global batch), norm_weight [U]; with `own_template`, enrol_inputs [U, s, s, 3]
   the enrolment images' (clean) inputs of f. With several hosts, host h gets the
   contiguous block h of the users and their probes, so the hosts' blocks assemble the single-host batch.
