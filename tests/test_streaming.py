@@ -172,6 +172,10 @@ def test_probe_views_are_fixed_augmented_copies_with_their_own_backbone_embeddin
   np.testing.assert_allclose(features_lib.view_embeddings(view_features, rows, views),
                              verification.embed_images(embed, copies, flip=False), atol=1e-5)
   assert not np.allclose(view_features[3, 0], view_features[3, 2])
+  # Copies of some images only (a run's training images): the same values there, NaN (loud if ever read) elsewhere.
+  some, _ = features_lib.augmented_features(backbone, split, augmentation, 3, seed=5, rows=np.array([120, 3, 7]))
+  np.testing.assert_allclose(some[[3, 7, 120]], view_features[[3, 7, 120]], atol=1e-5)
+  assert np.isnan(np.delete(np.asarray(some), [3, 7, 120], axis=0)).all()
 
   config = ml_collections.ConfigDict({'users_per_batch': 4, 'positives_per_user': 2, 'seed': 5, 'kcs_start': 9,
                                       'norm_penalty': 0.0, 'norm_penalty_start': 9, 'total_steps': 3,

@@ -11,10 +11,11 @@ It is written under a temporary name and renamed when complete, with a key
 or the data change; a half-written file is never read. `degraded_features` caches
 the features of seeded, strongly degraded copies of the same images the same way
 (mixed-quality templates, the learned quality head), `augmented_features` those of
-seeded training-augmented copies (the distillation targets of augmented probes).
+seeded training-augmented copies of the training images alone (the distillation targets of augmented probes).
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -59,44 +60,51 @@ def augmented_view(image: np.ndarray, row: int, view: int, seed: int, augmentati
 
 
 def augmented_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit,
-                       augmentation: data.AugmentConfig, views: int, seed: int, progress: bool = False
-                       ) -> tuple[np.ndarray, data.FaceDataset]:
+                       augmentation: data.AugmentConfig, views: int, seed: int, rows: np.ndarray | None = None,
+                       progress: bool = False) -> tuple[np.ndarray, data.FaceDataset]:
   """(raw features [N, views, C] of `views` augmented copies of every image (`augmented_view`; read-only memmap),
-  the faces)."""
+  the faces). rows: the images copied (default: all); the other images' rows are NaN, so a target read from one
+  poisons the loss instead of passing silently."""
 
   def copies(images, rows):
     return tuple(np.stack([augmented_view(image, row, view, seed, augmentation) for image, row in zip(images, rows)])
                  for view in range(views))
 
   key = {'augmentation': dataclasses.asdict(augmentation), 'views': views}
-  return _cached_features(backbone, split, f'augmented_{seed}', key, copies, progress)
+  return _cached_features(backbone, split, f'augmented_{seed}', key, copies, progress, rows)
 
 
 def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,
-                     views, progress: bool) -> tuple[np.ndarray, data.FaceDataset]:
-  """(raw features [N, V, C], the faces): the backbone on the V images `views(images, rows)` makes of each image,
-  cached as `<name>.npy` beside its key (the backbone, its step, the data, `extra_key`)."""
+                     views, progress: bool, rows: np.ndarray | None = None) -> tuple[np.ndarray, data.FaceDataset]:
+  """(raw features [N, V, C], the faces): the backbone on the V images `views(images, rows)` makes of each image
+  of `rows` (default: all; the other rows are NaN), cached as `<name>.npy` beside its key (the backbone, its step,
+  the data, `extra_key`, a digest of `rows`)."""
   faces = data.load_faces(split.data_dir, align=split.align)
   folder = backbone.features_dir(split)
   path, key_path = folder / f'{name}.npy', folder / f'{name}.key.json'
   key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': split.data_dir,
          'align': split.align, 'images': len(faces), **json.loads(json.dumps(extra_key))}
+  if rows is not None:
+    rows = np.unique(np.asarray(rows, np.int64))
+    key['rows_sha1'] = hashlib.sha1(rows.tobytes()).hexdigest()
   if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
     return np.load(path, mmap_mode='r'), faces
   if not len(faces):
     raise data.DatasetError(f'{split.data_dir} holds no images')
+  rows = np.arange(len(faces)) if rows is None else rows
   folder.mkdir(parents=True, exist_ok=True)
   partial = folder / f'{name}.{jax.process_index()}.partial.npy'
   out, bar = None, None
-  for start in range(0, len(faces), DECODE_CHUNK):
-    rows = np.arange(start, min(start + DECODE_CHUNK, len(faces)))
-    chunk_views = views(data.decode_all(faces, rows), rows)
-    bar = bar or tqdm(total=len(chunk_views) * len(faces), desc='backbone features', unit='img', disable=not progress)
+  for chunk_rows in chunked(rows, DECODE_CHUNK):
+    chunk_views = views(data.decode_all(faces, chunk_rows), chunk_rows)
+    bar = bar or tqdm(total=len(chunk_views) * len(rows), desc='backbone features', unit='img', disable=not progress)
     chunk = np.stack([verification.embed_images(backbone.features_fn, v, flip=False, normalize_output=False,
                                                 on_batch=bar.update) for v in chunk_views], axis=1)
     if out is None:
       out = np.lib.format.open_memmap(partial, mode='w+', dtype=np.float32, shape=(len(faces), *chunk.shape[1:]))
-    out[start:start + len(chunk)] = chunk
+      if len(rows) < len(faces):
+        out[:] = np.nan
+    out[chunk_rows] = chunk
   bar.close()
   out.flush()
   del out

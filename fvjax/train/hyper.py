@@ -103,8 +103,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
+  # weight_decay_rules: (regex, rate) pairs over the parameter paths (`fvjax.train.optim.OptimizerConfig`); f's shared
+  # base 'theta_0' is one flat vector, so the kernels-only default rule never decays it.
   c.optimizer = ml_collections.ConfigDict({'name': 'adamw', 'learning_rate': 1e-3, 'weight_decay': 1e-4,
-                                           'schedule': 'cosine', 'warmup_steps': 20})
+                                           'schedule': 'cosine', 'warmup_steps': 20, 'weight_decay_rules': ()})
   c.update(LoopConfig(total_steps=2000, keep_checkpoints=2, log_every=20).as_fields())
   # Augmentation of the probe images f is trained on (`fvjax.data.AugmentConfig`: flip, reflect-pad crop, contrast and
   # brightness jitter; all off by default); enrolment embeddings are the cached clean ones.
@@ -250,9 +252,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   check_user_batches(cluster_of, config)
   view_features = None
   if config.probe_views:
-    progress_lib.say('hyper', f'backbone features of {config.probe_views} augmented copies of every image', progress)
+    progress_lib.say('hyper', f'backbone features of {config.probe_views} augmented copies of every training image',
+                     progress)
     view_features, _ = features_lib.augmented_features(backbone, split, data.AugmentConfig(**config.probe_augment),
-                                                       config.probe_views, config.seed, progress)
+                                                       config.probe_views, config.seed, image_indices, progress)
   batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec,
                          view_features=view_features)
 
