@@ -46,6 +46,9 @@ VARIANTS = (
     ('targets from 8 copies, 128 users a step', {'probe_views': 8, 'users_per_batch': 128}),
     ("f's own template in the generated kernel", {'own_template': True}),
     ("own template, targets from 8 copies", {'own_template': True, 'probe_views': 8}),
+    ('targets from 16 fixed augmented copies', {'probe_views': 16}),
+    ("8 copies, weight decay 0.1 on f's shared weights", {'probe_views': 8,
+                                                          'optimizer.weight_decay_rules': (('theta_0', 0.1),)}),
 )
 
 
