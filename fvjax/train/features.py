@@ -66,9 +66,9 @@ def augmented_features(backbone: backbones.FrozenBackbone, split: backbones.Data
   the faces). rows: the images copied (default: all); the other images' rows are NaN, so a target read from one
   poisons the loss instead of passing silently."""
 
-  def copies(images, rows):
-    return tuple(np.stack([augmented_view(image, row, view, seed, augmentation) for image, row in zip(images, rows)])
-                 for view in range(views))
+  def copies(images, image_rows):
+    return tuple(np.stack([augmented_view(image, row, view, seed, augmentation)
+                           for image, row in zip(images, image_rows)]) for view in range(views))
 
   key = {'augmentation': dataclasses.asdict(augmentation), 'views': views}
   return _cached_features(backbone, split, f'augmented_{seed}', key, copies, progress, rows)
