@@ -176,6 +176,12 @@ def test_probe_views_are_fixed_augmented_copies_with_their_own_backbone_embeddin
   some, _ = features_lib.augmented_features(backbone, split, augmentation, 3, seed=5, rows=np.array([120, 3, 7]))
   np.testing.assert_allclose(some[[3, 7, 120]], view_features[[3, 7, 120]], atol=1e-5)
   assert np.isnan(np.delete(np.asarray(some), [3, 7, 120], axis=0)).all()
+  # Each variant keeps its own file: asking again for every image's copies reads the first cache back.
+  assert len(list((backbone_run / 'features').glob('augmented_5_*.npy'))) == 2
+  stamps = {f: f.stat().st_mtime_ns for f in (backbone_run / 'features').glob('augmented_5_*.npy')}
+  again, _ = features_lib.augmented_features(backbone, split, augmentation, 3, seed=5)
+  np.testing.assert_array_equal(again, view_features)
+  assert {f: f.stat().st_mtime_ns for f in (backbone_run / 'features').glob('augmented_5_*.npy')} == stamps
 
   config = ml_collections.ConfigDict({'users_per_batch': 4, 'positives_per_user': 2, 'seed': 5, 'kcs_start': 9,
                                       'norm_penalty': 0.0, 'norm_penalty_start': 9, 'total_steps': 3,

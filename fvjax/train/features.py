@@ -77,16 +77,21 @@ def augmented_features(backbone: backbones.FrozenBackbone, split: backbones.Data
 def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,
                      views, progress: bool, rows: np.ndarray | None = None) -> tuple[np.ndarray, data.FaceDataset]:
   """(raw features [N, V, C], the faces): the backbone on the V images `views(images, rows)` makes of each image
-  of `rows` (default: all; the other rows are NaN), cached as `<name>.npy` beside its key (the backbone, its step,
-  the data, `extra_key`, a digest of `rows`)."""
+  of `rows` (default: all; the other rows are NaN), cached beside its key (the backbone, its step, the data,
+  `extra_key`, a digest of `rows`) as `<name>.npy`, or `<name>_<digest of extra_key and rows>.npy` when either is
+  given, so variants (another augmentation, another run's training images) keep a file each instead of evicting
+  one another."""
   faces = data.load_faces(split.data_dir, align=split.align)
   folder = backbone.features_dir(split)
-  path, key_path = folder / f'{name}.npy', folder / f'{name}.key.json'
-  key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': split.data_dir,
-         'align': split.align, 'images': len(faces), **json.loads(json.dumps(extra_key))}
+  variant = json.loads(json.dumps(extra_key))
   if rows is not None:
     rows = np.unique(np.asarray(rows, np.int64))
-    key['rows_sha1'] = hashlib.sha1(rows.tobytes()).hexdigest()
+    variant['rows_sha1'] = hashlib.sha1(rows.tobytes()).hexdigest()
+  if variant:
+    name = f'{name}_{hashlib.sha1(json.dumps(variant, sort_keys=True).encode()).hexdigest()[:12]}'
+  path, key_path = folder / f'{name}.npy', folder / f'{name}.key.json'
+  key = {'backbone': backbone.source, 'backbone_step': backbone.step, 'data_dir': split.data_dir,
+         'align': split.align, 'images': len(faces), **variant}
   if path.is_file() and key_path.is_file() and json.loads(key_path.read_text()) == key:
     return np.load(path, mmap_mode='r'), faces
   if not len(faces):
