@@ -49,6 +49,16 @@ VARIANTS = (
     ('targets from 16 fixed augmented copies', {'probe_views': 16}),
     ("8 copies, weight decay 0.1 on f's shared weights", {'probe_views': 8,
                                                           'optimizer.weight_decay_rules': (('theta_0', 0.1),)}),
+    # f's layout at about the same budget (weights, MAdds), then one far beyond it: is f's size what limits it?
+    ('8 copies, f wider at the end: 12, 24, 32, 48 channels',
+     {'probe_views': 8, 'verifier.channels': (12, 24, 32, 48)}),
+    ('8 copies, f on 96x96 inputs: 8, 16, 32, 48 channels, all strides 2',
+     {'probe_views': 8, 'verifier.input_size': 96, 'verifier.channels': (8, 16, 32, 48),
+      'verifier.strides': (2, 2, 2, 2)}),
+    ('8 copies, f on 80x80 inputs: 8, 16, 32, 48 channels',
+     {'probe_views': 8, 'verifier.input_size': 80, 'verifier.channels': (8, 16, 32, 48)}),
+    ('8 copies, f four times as wide: 32, 64, 64, 64 channels (beyond the budget)',
+     {'probe_views': 8, 'verifier.channels': (32, 64, 64, 64)}),
 )
 
 
