@@ -66,7 +66,7 @@ RANGES = {
     **{name: Range(0, 1, high_open=True) for name in ('test_fraction', 'validation_fraction')},
     **{name: FRACTION for name in ('calibration_fraction', 'calibration_far', 'selection_far')},
     **{name: PROBABILITY for name in ('flip', 'dropout_rate', 'brightness', 'contrast', 't_alpha', 'degraded_share',
-                                         'low_resolution')},
+                                         'low_resolution', 'probe_mixup')},
     'momentum': Range(0, 1, high_open=True),
     'max_downscale': Range(1),
     'decay_factor': Range(0, 1, low_open=True),

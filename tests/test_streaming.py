@@ -209,3 +209,53 @@ def test_probe_views_are_fixed_augmented_copies_with_their_own_backbone_embeddin
   for step, (first, second) in enumerate(halves):
     for k in single[step]:
       np.testing.assert_array_equal(np.concatenate([first[k], second[k]]), single[step][k])
+
+
+def test_probe_mixup_blends_a_partner_into_each_copy_and_targets_the_blend(backbone_run):
+  features, faces = features_of(backbone_run)
+  backbone = backbones.load(backbone_run)
+  split = backbone.data_split(ml_collections.ConfigDict({'data_dir': ''}))
+  augmentation = data.AugmentConfig(flip=0.5, crop_padding=8)
+  rows = np.array([40, 3, 39, 55, 7, 8, 33, 120, 3])  # people 11 (3, 39, 55) and 30 (7, 8, 33), and two others
+  mixup = features_lib.Mixup.of(faces, rows, 0.4)
+  np.testing.assert_array_equal(mixup.rows, [3, 7, 8, 33, 39, 40, 55, 120])
+  mixed, _ = features_lib.augmented_features(backbone, split, augmentation, 2, seed=5, rows=rows, mixup=mixup)
+  plain, _ = features_lib.augmented_features(backbone, split, augmentation, 2, seed=5, rows=rows)
+  # The oracle: blends made here from the documented draws (the augmentation, then a partner among the rows and
+  # its share, from the one generator seeded by (seed, row, view)), through the backbone itself.
+  net, variables, _, _ = backbones.load_trained(backbone_run)
+  embed = verification.backbone_embed_fn(net, variables)
+  decode = lambda row: data.decode_all(faces, [row])[0]
+  blends, shares = [], []
+  for row, view in ((3, 0), (3, 1), (40, 1), (120, 0)):
+    rng = np.random.default_rng([5, row, view])
+    copy = data.augment(decode(row), rng, augmentation)
+    partner = decode(mixup.rows[rng.integers(len(mixup.rows))])
+    shares.append(rng.uniform(0.0, 0.4))
+    blends.append(np.rint((1 - shares[-1]) * copy.astype(np.float64) + shares[-1] * partner).astype(np.uint8))
+  np.testing.assert_allclose(features_lib.view_embeddings(mixed, np.array([3, 3, 40, 120]), np.array([0, 1, 1, 0])),
+                             verification.embed_images(embed, np.stack(blends), flip=False), atol=1e-5)
+  assert all(0.0 <= share <= 0.4 for share in shares) and max(shares) > 0.05
+  assert not np.allclose(mixed[3], plain[3])  # a variant of its own, cached beside the unmixed copies
+  keys = [json.loads(k.read_text()) for k in (backbone_run / 'features').glob('augmented_5_*.key.json')]
+  assert {k.get('mixup') for k in keys} >= {0.4, None}
+
+  # A batch's probes are f's inputs of the very blends whose embeddings are their targets.
+  config = ml_collections.ConfigDict({'users_per_batch': 2, 'positives_per_user': 2, 'seed': 5, 'kcs_start': 9,
+                                      'norm_penalty': 0.0, 'norm_penalty_start': 9, 'total_steps': 2,
+                                      'decode_threads': 2, 'probe_views': 2,
+                                      'probe_augment': dataclasses.asdict(augmentation)})
+  image_indices = np.unique(rows)
+  labels = faces.labels[image_indices]
+  identities = np.array([11, 30])  # the users: the people with an enrolment and two probes among the rows
+  assert all((labels == i).sum() == 3 for i in identities)
+  spec = verifier.VerifierSpec()
+  for batch in hyper.make_batches(features, faces, image_indices, labels, config, np.zeros(len(identities), int),
+                                  identities, spec, view_features=mixed, mixup=mixup)(0):
+    for probe, target in zip(batch['probes'], batch['probe_embed']):
+      matches = [(row, view) for row in image_indices for view in range(2)
+                 if np.allclose(features_lib.view_embeddings(mixed, np.array([row]), np.array([view]))[0], target,
+                                atol=1e-6)]
+      row, view = matches[0]
+      blend = features_lib.augmented_view(decode(row), row, view, 5, augmentation, mixup)
+      np.testing.assert_allclose(probe, edge.verifier_input(blend[None], spec)[0], atol=1e-6)

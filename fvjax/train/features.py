@@ -11,19 +11,21 @@ It is written under a temporary name and renamed when complete, with a key
 or the data change; a half-written file is never read. `degraded_features` caches
 the features of seeded, strongly degraded copies of the same images the same way
 (mixed-quality templates, the learned quality head), `augmented_features` those of
-seeded training-augmented copies of the training images alone (the distillation targets of augmented probes).
+seeded training-augmented copies of the training images alone (the distillation targets of augmented probes),
+optionally blended with other training images (`Mixup`).
 """
 
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from fvjax import backbones, data
+from fvjax import backbones, data, imageio
 from fvjax.data import degrade
 from fvjax.eval import verification
 
@@ -52,25 +54,51 @@ def degraded_features(backbone: backbones.FrozenBackbone, split: backbones.DataS
   return _cached_features(backbone, split, f'degraded_{seed}', {'degradations': names}, degraded, progress)
 
 
-def augmented_view(image: np.ndarray, row: int, view: int, seed: int, augmentation: data.AugmentConfig
-                   ) -> np.ndarray:
-  """View `view` of image `row` (uint8 [112, 112, 3] -> the same): `data.augment` seeded by (seed, row, view), the
-  same image wherever and whenever it is made."""
-  return data.augment(image, np.random.default_rng([seed, row, view]), augmentation)
+@dataclasses.dataclass(frozen=True)
+class Mixup:
+  """A partner image blended into each augmented copy, as in function matching (Beyer et al., CVPR 2022: the
+  teacher's targets of mixed images): one of `rows`, decoded by `decode` (row -> uint8 [112, 112, 3]), weighted by
+  a share drawn from U[0, max_share]; the copy keeps the rest."""
+  max_share: float
+  rows: np.ndarray
+  decode: Callable[[int], np.ndarray]
+
+  @classmethod
+  def of(cls, faces: data.FaceDataset, rows: np.ndarray, max_share: float) -> 'Mixup':
+    """Partners drawn from the images `rows` of `faces` (sorted and deduplicated, so any order names one Mixup)."""
+    return cls(max_share, np.unique(np.asarray(rows, np.int64)),
+               lambda row: imageio.decode_face(faces.source[row]['image'], source=f'image #{row}'))
+
+  def key(self) -> dict:
+    return {'mixup': self.max_share, 'mixup_rows_sha1': hashlib.sha1(self.rows.tobytes()).hexdigest()}
+
+
+def augmented_view(image: np.ndarray, row: int, view: int, seed: int, augmentation: data.AugmentConfig,
+                   mixup: Mixup | None = None) -> np.ndarray:
+  """View `view` of image `row` (uint8 [112, 112, 3] -> the same): `data.augment` seeded by (seed, row, view), then,
+  with `mixup`, blended with a partner drawn by the same generator: the same image wherever and whenever it is
+  made."""
+  rng = np.random.default_rng([seed, row, view])
+  copy = data.augment(image, rng, augmentation)
+  if mixup is None:
+    return copy
+  partner = mixup.decode(int(mixup.rows[rng.integers(len(mixup.rows))]))
+  share = rng.uniform(0.0, mixup.max_share)
+  return np.rint((1.0 - share) * copy + share * partner).astype(np.uint8)
 
 
 def augmented_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit,
                        augmentation: data.AugmentConfig, views: int, seed: int, rows: np.ndarray | None = None,
-                       progress: bool = False) -> tuple[np.ndarray, data.FaceDataset]:
+                       mixup: Mixup | None = None, progress: bool = False) -> tuple[np.ndarray, data.FaceDataset]:
   """(raw features [N, views, C] of `views` augmented copies of every image (`augmented_view`; read-only memmap),
   the faces). rows: the images copied (default: all); the other images' rows are NaN, so a target read from one
-  poisons the loss instead of passing silently."""
+  poisons the loss instead of passing silently. mixup: partners blended into the copies (default: none)."""
 
   def copies(images, image_rows):
-    return tuple(np.stack([augmented_view(image, row, view, seed, augmentation)
+    return tuple(np.stack([augmented_view(image, row, view, seed, augmentation, mixup)
                            for image, row in zip(images, image_rows)]) for view in range(views))
 
-  key = {'augmentation': dataclasses.asdict(augmentation), 'views': views}
+  key = {'augmentation': dataclasses.asdict(augmentation), 'views': views, **(mixup.key() if mixup else {})}
   return _cached_features(backbone, split, f'augmented_{seed}', key, copies, progress, rows)
 
 

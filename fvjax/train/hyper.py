@@ -115,6 +115,10 @@ def default_config() -> ml_collections.ConfigDict:
   # `features_lib.augmented_features`) is its target in feature distillation and graded targets: the teacher sees what f
   # sees. 0: probes are augmented afresh every step and their targets are the clean images' embeddings.
   c.probe_views = 0
+  # With probe_views: each copy blends in another training image with a share drawn from U[0, probe_mixup]
+  # (`features_lib.Mixup`: function matching's mixup; its target is the backbone's embedding of the blend, its
+  # identity label stays the copy's). 0: off.
+  c.probe_mixup = 0.0
   c.eval_pairs = 3000  # pairs drawn from the backbone run's held-out identities (if it held any out)
   c.eval_every = 500  # steps between validations on the calibration people (TensorBoard 'validation/auc')
   c.evaluate_checkpoint = 'last'  # the step the report evaluates: 'last', or 'best' on validation AUC
@@ -159,13 +163,14 @@ def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[
 
 
 def make_batches(features, faces: data.FaceDataset, image_indices, image_labels, config, cluster_of, identities,
-                 spec: verifier.VerifierSpec, hosts: int | None = None, host: int | None = None, view_features=None):
+                 spec: verifier.VerifierSpec, hosts: int | None = None, host: int | None = None, view_features=None,
+                 mixup: features_lib.Mixup | None = None):
   """batches(start) -> this host's rows of the step-indexed user batches, from step `start` on.
 
   features: the backbone's raw features [N, 2, C] (a memmap; enrolment embeddings are read row by row).
   view_features: with `config.probe_views` > 0, the raw features [N, probe_views, C] of the augmented copies
   (`features_lib.augmented_features`): each probe is one of its image's copies, drawn per step, with that copy's
-  embedding as its probe_embed.
+  embedding as its probe_embed; mixup: the copies' partners, as they were made for `view_features`.
   image_indices / image_labels: the training images and their identities; identities [I] with
   cluster_of [I]: the identities that may be drawn as users. Batch s is a pure function of (seed, s):
   enrol [U, C] embeddings, probes [U*m, s, s, 3] decoded inputs, probe_embed [U*m, C] the probes' embeddings
@@ -192,7 +197,7 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
     decode = lambda i: imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}')
     if view_features is not None:  # fixed copies, drawn for the global batch so the hosts' blocks are its rows
       views = rng.integers(config.probe_views, size=(u, m))[mine].ravel()
-      images = np.stack([features_lib.augmented_view(decode(i), int(i), int(v), config.seed, augmentation)
+      images = np.stack([features_lib.augmented_view(decode(i), int(i), int(v), config.seed, augmentation, mixup)
                          for i, v in zip(probes, views)])
       probe_embed = features_lib.view_embeddings(view_features, probes, views)
     else:  # fresh copies, seeded by each probe's global row so the hosts' blocks are the single-host batch's
@@ -221,6 +226,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   workdir = Path(workdir)
   if config.probe_views and config.extra_train_dirs:
     raise ValueError('probe_views copies the images of data_dir only; with extra_train_dirs set probe_views=0')
+  if config.get('probe_mixup') and not config.probe_views:
+    raise ValueError('probe_mixup blends the fixed augmented copies: it needs probe_views > 0')
   backbone = backbones.load(config.backbone)
   split = backbone.data_split(config)
   features, faces = features_lib.backbone_features(backbone, split, progress)
@@ -250,14 +257,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   _, cluster_of = kcs.kmeans(jnp.asarray(centroids), config.num_clusters, jax.random.key(config.seed))
   cluster_of = np.asarray(cluster_of)
   check_user_batches(cluster_of, config)
-  view_features = None
+  view_features, mixup = None, None
   if config.probe_views:
     progress_lib.say('hyper', f'backbone features of {config.probe_views} augmented copies of every training image',
                      progress)
+    if config.get('probe_mixup'):
+      mixup = features_lib.Mixup.of(faces, image_indices, config.probe_mixup)
     view_features, _ = features_lib.augmented_features(backbone, split, data.AugmentConfig(**config.probe_augment),
-                                                       config.probe_views, config.seed, image_indices, progress)
+                                                       config.probe_views, config.seed, image_indices, mixup, progress)
   batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec,
-                         view_features=view_features)
+                         view_features=view_features, mixup=mixup)
 
   centre = features_lib.mean_embedding(features, image_indices) if config.centre_embeddings else None
   if config.method == 'shared_f':
