@@ -59,6 +59,9 @@ VARIANTS = (
      {'probe_views': 8, 'verifier.input_size': 80, 'verifier.channels': (8, 16, 32, 48)}),
     ('8 copies, f four times as wide: 32, 64, 64, 64 channels (beyond the budget)',
      {'probe_views': 8, 'verifier.channels': (32, 64, 64, 64)}),
+    # New faces from the same images: function matching's mixup on the fixed copies (`probe_mixup`).
+    ('8 copies, each blended with another training image (share up to 0.3)', {'probe_views': 8, 'probe_mixup': 0.3}),
+    ('8 copies, each blended with another training image (share up to 0.5)', {'probe_views': 8, 'probe_mixup': 0.5}),
 )
 
 
