@@ -9,7 +9,7 @@ enrolled with f's own features).
 Same identity split, seed and 3,000 held-out CelebA pairs for every row; the columns are the held-out people (both
 enrolment orders), the 18 validation people (where the settings were chosen) and the generator's own training people.
 Run:      python experiments/hyper_levers_celeba_pretrained_cpu.py      (finished rows are read back, not rerun)
-Runtime:  about 80 minutes on 2 CPU cores (the paper row alone about 12: f runs once per user and probe there).
+Runtime:  about 3 hours on 2 CPU cores (the paper row alone about 12 min: f runs once per user and probe there).
 Reading:  one seed per row; the held-out 10-fold spread is about +-2 points, the validation one +-3 to 4.
 """
 
