@@ -70,6 +70,7 @@ class Mixup:
                lambda row: imageio.decode_face(faces.source[row]['image'], source=f'image #{row}'))
 
   def key(self) -> dict:
+    """What tells these partners apart in a cache key: the largest share and a digest of the rows."""
     return {'mixup': self.max_share, 'mixup_rows_sha1': hashlib.sha1(self.rows.tobytes()).hexdigest()}
 
 
