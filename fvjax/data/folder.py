@@ -148,6 +148,10 @@ class FaceDataset:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def decode(self, i: int) -> np.ndarray:
+    """Image i as uint8 [112, 112, 3] (`imageio.decode_face`: a corrupt one raises naming it)."""
+    return decode_face(self.source[int(i)]['image'], source=f'image #{i}')
+
 
 def load_identity_folder(root: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                          align: str = 'never') -> FaceDataset:

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from fvjax import backbones, data, imageio
+from fvjax import backbones, data
 from fvjax.data import degrade
 from fvjax.eval import verification
 
@@ -66,8 +66,7 @@ class Mixup:
   @classmethod
   def of(cls, faces: data.FaceDataset, rows: np.ndarray, max_share: float) -> 'Mixup':
     """Partners drawn from the images `rows` of `faces` (sorted and deduplicated, so any order names one Mixup)."""
-    return cls(max_share, np.unique(np.asarray(rows, np.int64)),
-               lambda row: imageio.decode_face(faces.source[row]['image'], source=f'image #{row}'))
+    return cls(max_share, np.unique(np.asarray(rows, np.int64)), faces.decode)
 
   def key(self) -> dict:
     """What tells these partners apart in a cache key: the largest share and a digest of the rows."""

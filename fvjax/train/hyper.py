@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fvjax import backbones, calibration, checkpoint, data, edge, imageio, models, parallel
+from fvjax import backbones, calibration, checkpoint, data, edge, models, parallel
 from fvjax import progress as progress_lib
 from fvjax.eval import pairs as pairs_lib, verification
 from fvjax.models import verifier
@@ -194,16 +194,15 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
       users = rng.choice(identities, u, replace=False)
     picks = np.stack([rng.choice(by_id[i], m + 1, replace=False) for i in users])[mine]  # [U/hosts, 1 + m]
     probes = picks[:, 1:].ravel()
-    decode = lambda i: imageio.decode_face(faces.source[int(i)]['image'], source=f'image #{i}')
     if view_features is not None:  # fixed copies, drawn for the global batch so the hosts' blocks are its rows
       views = rng.integers(config.probe_views, size=(u, m))[mine].ravel()
-      images = np.stack([features_lib.augmented_view(decode(i), int(i), int(v), config.seed, augmentation, mixup)
+      images = np.stack([features_lib.augmented_view(faces.decode(i), int(i), int(v), config.seed, augmentation, mixup)
                          for i, v in zip(probes, views)])
       probe_embed = features_lib.view_embeddings(view_features, probes, views)
     else:  # fresh copies, seeded by each probe's global row so the hosts' blocks are the single-host batch's
       positions = np.arange(u * m).reshape(u, m)[mine].ravel()
-      images = np.stack([data.augment(decode(i), np.random.default_rng([config.seed, step, int(row)]), augmentation)
-                         for i, row in zip(probes, positions)])
+      images = np.stack([data.augment(faces.decode(i), np.random.default_rng([config.seed, step, int(row)]),
+                                      augmentation) for i, row in zip(probes, positions)])
       probe_embed = features_lib.embeddings(features, probes)
     norm_weight = config.norm_penalty if step >= config.norm_penalty_start else 0.0
     batch = {
@@ -214,7 +213,7 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
         'norm_weight': np.full(len(picks), norm_weight, np.float32),
     }
     if config.get('own_template'):  # f's (clean) inputs of the enrolment images
-      batch['enrol_inputs'] = edge.verifier_input(np.stack([decode(i) for i in picks[:, 0]]), spec)
+      batch['enrol_inputs'] = edge.verifier_input(np.stack([faces.decode(i) for i in picks[:, 0]]), spec)
     return batch
 
   steps = grain.MapDataset.range(config.total_steps).map(batch)
