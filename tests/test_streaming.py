@@ -12,7 +12,7 @@ from fvjax import backbones, cli, data, edge
 from fvjax.eval import verification
 from fvjax.models import verifier
 from fvjax.train import features as features_lib
-from fvjax.train import coreset, hyper, kcs
+from fvjax.train import coreset, extra_people, hyper, kcs
 
 
 @pytest.fixture(scope='module')
@@ -209,6 +209,34 @@ def test_probe_views_are_fixed_augmented_copies_with_their_own_backbone_embeddin
   for step, (first, second) in enumerate(halves):
     for k in single[step]:
       np.testing.assert_array_equal(np.concatenate([first[k], second[k]]), single[step][k])
+
+
+def test_probe_copies_of_added_people_are_seeded_by_their_row_in_the_whole_training_data(backbone_run):
+  _, faces = features_of(backbone_run)
+  backbone = backbones.load(backbone_run)
+  split = backbone.data_split(ml_collections.ConfigDict({'data_dir': ''}))
+  augmentation = data.AugmentConfig(flip=0.5, crop_padding=8, contrast=0.3, brightness=0.3)
+  n = len(faces)
+  # The main data, then the same folder added as more people (extra_people appends folders so): 2n images.
+  splits = [split, extra_people.folder_split(split.data_dir, split.align)]
+  rows = np.array([3, 7, n + 3, n + 120])
+  copies = features_lib.augmented_features_of_parts(backbone, splits, augmentation, 2, seed=5, rows=rows)
+  assert copies.shape == (2 * n, 2, 512)
+  # The oracle: the backbone on copies made here with data.augment, seeded by (seed, row in the whole, view), the
+  # view make_batches draws for that row.
+  net, variables, _, _ = backbones.load_trained(backbone_run)
+  embed = verification.backbone_embed_fn(net, variables)
+  for view in range(2):
+    made = np.stack([data.augment(data.decode_all(faces, [r % n])[0], np.random.default_rng([5, r, view]),
+                                  augmentation) for r in rows])
+    np.testing.assert_allclose(features_lib.view_embeddings(copies, rows, np.full(len(rows), view)),
+                               verification.embed_images(embed, made, flip=False), atol=1e-5)
+  assert not np.allclose(copies[3], copies[n + 3])  # the same image at another row of the whole: other copies
+  assert np.isnan(np.delete(copies, rows, axis=0)).all()
+  # A part none of whose images is copied holds NaN only.
+  main_only = features_lib.augmented_features_of_parts(backbone, splits, augmentation, 2, seed=5, rows=rows[:2])
+  np.testing.assert_array_equal(main_only[rows[:2]], copies[rows[:2]])
+  assert np.isnan(main_only[n:]).all()
 
 
 def test_probe_mixup_blends_a_partner_into_each_copy_and_targets_the_blend(backbone_run):

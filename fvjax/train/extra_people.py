@@ -44,6 +44,11 @@ def excluded_names(path: str | Path) -> set[str]:
   return names
 
 
+def folder_split(folder: str | Path, align: str) -> backbones.DataSplit:
+  """An added folder as data whose backbone features are cached: every image a training image, none held out."""
+  return backbones.DataSplit(str(folder), 0.0, 0, align)
+
+
 def add_people(backbone: backbones.FrozenBackbone, features: np.ndarray, faces: data.FaceDataset,
                folders: tuple[str, ...], align: str, exclude_file: str = '', progress: bool = False
                ) -> tuple[np.ndarray, data.FaceDataset, np.ndarray]:
@@ -57,8 +62,7 @@ def add_people(backbone: backbones.FrozenBackbone, features: np.ndarray, faces: 
   all_features, sources, labels, names, added = [features], [faces.source], [faces.labels], list(faces.names), []
   offset = len(faces)
   for folder in folders:
-    extra_features, extra = features_lib.backbone_features(backbone, backbones.DataSplit(str(folder), 0.0, 0, align),
-                                                           progress)
+    extra_features, extra = features_lib.backbone_features(backbone, folder_split(folder, align), progress)
     keep = ~np.isin(np.asarray(extra.names)[extra.labels], list(exclude))
     all_features.append(np.asarray(extra_features))
     sources.append(extra.source)

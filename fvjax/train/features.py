@@ -89,17 +89,39 @@ def augmented_view(image: np.ndarray, row: int, view: int, seed: int, augmentati
 
 def augmented_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit,
                        augmentation: data.AugmentConfig, views: int, seed: int, rows: np.ndarray | None = None,
-                       mixup: Mixup | None = None, progress: bool = False) -> tuple[np.ndarray, data.FaceDataset]:
+                       mixup: Mixup | None = None, progress: bool = False, row_offset: int = 0
+                       ) -> tuple[np.ndarray, data.FaceDataset]:
   """(raw features [N, views, C] of `views` augmented copies of every image (`augmented_view`; read-only memmap),
   the faces). rows: the images copied (default: all); the other images' rows are NaN, so a target read from one
-  poisons the loss instead of passing silently. mixup: partners blended into the copies (default: none)."""
+  poisons the loss instead of passing silently. mixup: partners blended into the copies (default: none).
+  row_offset: where this data starts in a run's whole training data (`augmented_features_of_parts`); copy v of row r
+  is `augmented_view(image, row_offset + r, v, ...)`, the view the run draws for its image row_offset + r."""
 
   def copies(images, image_rows):
-    return tuple(np.stack([augmented_view(image, row, view, seed, augmentation, mixup)
+    return tuple(np.stack([augmented_view(image, row_offset + row, view, seed, augmentation, mixup)
                            for image, row in zip(images, image_rows)]) for view in range(views))
 
-  key = {'augmentation': dataclasses.asdict(augmentation), 'views': views, **(mixup.key() if mixup else {})}
+  key = {'augmentation': dataclasses.asdict(augmentation), 'views': views, **(mixup.key() if mixup else {}),
+         **({'row_offset': row_offset} if row_offset else {})}
   return _cached_features(backbone, split, f'augmented_{seed}', key, copies, progress, rows)
+
+
+def augmented_features_of_parts(backbone: backbones.FrozenBackbone, splits: list[backbones.DataSplit],
+                                augmentation: data.AugmentConfig, views: int, seed: int, rows: np.ndarray,
+                                mixup: Mixup | None = None, progress: bool = False) -> np.ndarray:
+  """`augmented_features` [N, views, C] of data made of several sources in turn (a run's main data, then each added
+  folder of `fvjax.train.extra_people`; N their images in all), in memory: each part's copies of its images among
+  `rows` (indices into the whole) are cached on their own, seeded by their row in the whole."""
+  parts, offset = [], 0
+  for split in splits:
+    size = len(data.load_faces(split.data_dir, align=split.align))
+    mine = rows[(rows >= offset) & (rows < offset + size)] - offset
+    if len(mine):
+      parts.append(augmented_features(backbone, split, augmentation, views, seed, mine, mixup, progress, offset)[0])
+    else:  # no image of this part is copied: NaN, as for every row outside `rows`
+      parts.append(np.full((size, views, backbone.embedding_size), np.nan, np.float32))
+    offset += size
+  return np.concatenate(parts)
 
 
 def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,

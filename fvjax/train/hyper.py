@@ -113,7 +113,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.probe_augment = ml_collections.ConfigDict({**dataclasses.asdict(data.AugmentConfig()), 'flip': 0.0})
   # >0: each probe is one of this many fixed augmented copies of its image, whose backbone embedding (computed once,
   # `features_lib.augmented_features`) is its target in feature distillation and graded targets: the teacher sees what f
-  # sees. 0: probes are augmented afresh every step and their targets are the clean images' embeddings.
+  # sees; with extra_train_dirs, their people's images are copied too. 0: probes are augmented afresh every step and
+  # their targets are the clean images' embeddings.
   c.probe_views = 0
   # With probe_views: each copy blends in another training image with a share drawn from U[0, probe_mixup]
   # (`features_lib.Mixup`: function matching's mixup; its target is the backbone's embedding of the blend, its
@@ -223,8 +224,6 @@ def make_batches(features, faces: data.FaceDataset, image_indices, image_labels,
 def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
   """Trains h_gen on the backbone run's training identities; evaluates the pair protocol (see the module doc)."""
   workdir = Path(workdir)
-  if config.probe_views and config.extra_train_dirs:
-    raise ValueError('probe_views copies the images of data_dir only; with extra_train_dirs set probe_views=0')
   if config.get('probe_mixup') and not config.probe_views:
     raise ValueError('probe_mixup blends the fixed augmented copies: it needs probe_views > 0')
   backbone = backbones.load(config.backbone)
@@ -262,8 +261,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                      progress)
     if config.get('probe_mixup'):
       mixup = features_lib.Mixup.of(faces, image_indices, config.probe_mixup)
-    view_features, _ = features_lib.augmented_features(backbone, split, data.AugmentConfig(**config.probe_augment),
-                                                       config.probe_views, config.seed, image_indices, mixup, progress)
+    splits = [split, *(extra_people.folder_split(d, split.align) for d in config.extra_train_dirs)]
+    view_features = features_lib.augmented_features_of_parts(backbone, splits,
+                                                             data.AugmentConfig(**config.probe_augment),
+                                                             config.probe_views, config.seed, image_indices, mixup,
+                                                             progress)
   batches = make_batches(features, faces, image_indices, image_labels, config, cluster_of, identities, spec,
                          view_features=view_features, mixup=mixup)
 
