@@ -237,6 +237,10 @@ def test_probe_copies_of_added_people_are_seeded_by_their_row_in_the_whole_train
   main_only = features_lib.augmented_features_of_parts(backbone, splits, augmentation, 2, seed=5, rows=rows[:2])
   np.testing.assert_array_equal(main_only[rows[:2]], copies[rows[:2]])
   assert np.isnan(main_only[n:]).all()
+  # The main data alone (no added folder) stays a memmap, streamed from disk as before, with the same copies.
+  alone = features_lib.augmented_features_of_parts(backbone, splits[:1], augmentation, 2, seed=5, rows=rows[:2])
+  assert isinstance(alone, np.memmap)
+  np.testing.assert_array_equal(alone, main_only[:n])
 
 
 def test_probe_mixup_blends_a_partner_into_each_copy_and_targets_the_blend(backbone_run):

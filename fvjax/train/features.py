@@ -110,8 +110,10 @@ def augmented_features_of_parts(backbone: backbones.FrozenBackbone, splits: list
                                 augmentation: data.AugmentConfig, views: int, seed: int, rows: np.ndarray,
                                 mixup: Mixup | None = None, progress: bool = False) -> np.ndarray:
   """`augmented_features` [N, views, C] of data made of several sources in turn (a run's main data, then each added
-  folder of `fvjax.train.extra_people`; N their images in all), in memory: each part's copies of its images among
-  `rows` (indices into the whole) are cached on their own, seeded by their row in the whole."""
+  folder of `fvjax.train.extra_people`; N their images in all): each part's copies of its images among `rows`
+  (indices into the whole) are cached on their own, seeded by their row in the whole. One part stays the read-only
+  memmap `augmented_features` returns (streamed, as for MS1MV2); several are joined in memory (added folders are
+  evaluation-scale sets)."""
   parts, offset = [], 0
   for split in splits:
     size = len(data.load_faces(split.data_dir, align=split.align))
@@ -121,7 +123,7 @@ def augmented_features_of_parts(backbone: backbones.FrozenBackbone, splits: list
     else:  # no image of this part is copied: NaN, as for every row outside `rows`
       parts.append(np.full((size, views, backbone.embedding_size), np.nan, np.float32))
     offset += size
-  return np.concatenate(parts)
+  return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _cached_features(backbone: backbones.FrozenBackbone, split: backbones.DataSplit, name: str, extra_key: dict,
