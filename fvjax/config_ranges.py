@@ -55,13 +55,14 @@ RANGES = {
     # counts
     **{name: COUNT for name in (
         'total_steps', 'batch_size', 'embedding_size', 'eval_pairs', 'keep_checkpoints', 'log_every',
-        'checkpoint_every', 'eval_every', 'users_per_batch', 'positives_per_user', 'num_clusters', 'hidden',
+        'checkpoint_every', 'eval_every', 'users_per_batch', 'positives_per_user', 'num_clusters',
         'input_size', 'calibration_images', 'decode_threads', 'coreset_size', 'num_heads', 'set_size', 'max_set_size',
         'sets_per_batch', 'per_identity', 'min_size', 'max_size', 'num_pairs.*', 'quality_hidden', 'steps',
         'pose_template_size')},
     # steps at which something starts, paddings, seeds, "0 = all" or "0 = off"
     **{name: START for name in ('warmup_steps', 'kcs_start', 'norm_penalty_start', 'crop_padding',
-                                'max_train_identities', 'seed', 'split_seed', 'probe_views')},
+                                'max_train_identities', 'seed', 'split_seed', 'probe_views',
+                                'hidden')},
     # 0: no held-out people (paper-scale runs evaluate on .bin sets), no validation people
     **{name: Range(0, 1, high_open=True) for name in ('test_fraction', 'validation_fraction')},
     **{name: FRACTION for name in ('calibration_fraction', 'calibration_far', 'selection_far')},

@@ -219,6 +219,37 @@ def test_distill_only_stem_keeps_the_pair_loss_out_of_the_shared_convolutions():
     objectives.hyper_task(gen, NORMED, 4, batches=None, distill_only_stem=True)
 
 
+def test_a_linear_generator_tied_to_the_distillation_head_maps_the_centred_embedding_by_it():
+  gen = hypernet.WeightGenerator(NORMED, hidden=0, shared_base=True)
+  centre = np.array([0.2, 0.0, 0.0, 0.0], np.float32)
+  task = objectives.hyper_task(gen, NORMED, 4, batches=None, input_centre=centre, distill_weight=0.5,
+                               feature_distill_weight=2.0, tied_feature_head=True)
+  params = task.init(jax.random.key(0))['params']
+  assert 'feature_head' not in params and 'trunk0' not in params
+  batch = _batch()
+  # The generated logit kernel by hand: theta_0's + sqrt(2 / c) * (sqrt(E) * centred(e) @ W + b), no trunk.
+  unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+  h = unit(unit(np.asarray(batch['enrol'])) - centre) * 2.0  # sqrt(E), E = 4
+  head = params['head_logit_kernel']
+  raw = h @ np.asarray(head['kernel']) + np.asarray(head['bias'])
+  thetas = np.asarray(gen.apply({'params': params}, batch['enrol']))
+  kernels = jax.vmap(lambda t: verifier.unflatten(t, NORMED)['logit/kernel'])(thetas)
+  theta_0 = verifier.unflatten(params['theta_0'], NORMED)
+  np.testing.assert_allclose(kernels, theta_0['logit/kernel'] + np.sqrt(2 / 32) * raw, rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(hypernet.logit_kernel_map(params), np.asarray(head['kernel']).T)
+  # Feature distillation reads theta_0's features through that same map [c, E], and trains it.
+  _, (_, metrics) = task.loss(params, {}, batch, None)
+  g = unit(numpy_pooled(np.asarray(params['theta_0']), np.asarray(batch['probes']), NORMED))
+  expected = _numpy_feature_distillation(g, np.asarray(head['kernel']).T, np.asarray(batch['probe_embed']), centre)
+  np.testing.assert_allclose(metrics['feature_distill'], expected, rtol=1e-4)
+  distilled = jax.grad(lambda p: task.loss(p, {}, batch, None)[1][1]['feature_distill'])(params)
+  assert np.abs(distilled['head_logit_kernel']['kernel']).max() > 0
+  for bad in (hypernet.WeightGenerator(NORMED, hidden=8, shared_base=True),
+              hypernet.WeightGenerator(NORMED, hidden=0, shared_base=True, personal_layers=('conv3', 'logit'))):
+    with pytest.raises(ValueError, match='tied_feature_head'):
+      objectives.hyper_task(bad, NORMED, 4, batches=None, feature_distill_weight=1.0, tied_feature_head=True)
+
+
 def test_feature_distillation_needs_a_shared_base():
   gen = hypernet.WeightGenerator(NORMED, hidden=8)
   with pytest.raises(ValueError, match='shared_base=True'):

@@ -11,6 +11,8 @@ is not reproduced; every size is a field):
 The LayerNorm gives the heads unit-variance inputs, so (LeCun-initialised)
 heads emit unit-variance values and the fan-in scaling turns them into
 He-initialised verifier layers: a fresh generator already emits trainable nets.
+With hidden=0 the generator is linear: the heads read the centred embedding times sqrt(E) (unit-variance inputs,
+as the LayerNorm gives them), with no trunk and no LayerNorm.
 Enrolment from several images averages their normalised embeddings (then
 renormalises) before h_gen.
 
@@ -46,7 +48,7 @@ class WeightGenerator(nn.Module):
   (`with_input_centre`), because some backbones' embeddings share one dominant direction (dlib_resnet's unit
   descriptors average to a vector of norm 0.92 on CelebA): without it a fresh generator sees near-identical inputs
   for every user and emits one verifier for all, whose BCE never leaves ln 2.
-  shared_base, personal_layers, own_template: see the module doc (layers named as in `VerifierSpec.layer_names`);
+  hidden: the trunk's width (0: a linear generator); shared_base, personal_layers, own_template: see the module doc (layers named as in `VerifierSpec.layer_names`);
   with own_template the call takes f's inputs of the enrolment images too, enrol_inputs [U, s, s, 3] or
   [U, n, s, s, 3] (n images each, averaged as `verifier.enrolment_features` does).
   """
@@ -84,9 +86,12 @@ class WeightGenerator(nn.Module):
   def __call__(self, embeddings: jax.Array, enrol_inputs: jax.Array | None = None) -> jax.Array:
     centre = jax.lax.stop_gradient(self.param('input_centre', nn.initializers.zeros, (embeddings.shape[-1],)))
     h = l2_normalize(l2_normalize(embeddings) - centre)
-    h = nn.relu(nn.Dense(self.hidden, name='trunk0')(h))
-    h = nn.relu(nn.Dense(self.hidden, name='trunk1')(h))
-    h = nn.LayerNorm(name='trunk_norm')(h)
+    if self.hidden:
+      h = nn.relu(nn.Dense(self.hidden, name='trunk0')(h))
+      h = nn.relu(nn.Dense(self.hidden, name='trunk1')(h))
+      h = nn.LayerNorm(name='trunk_norm')(h)
+    else:
+      h = h * math.sqrt(h.shape[-1])
     parts = []
     for name, shape in self.spec.layer_shapes():
       size = math.prod(shape)
@@ -108,6 +113,12 @@ class WeightGenerator(nn.Module):
       others = {name: jnp.zeros(shape, thetas.dtype) for name, shape in self.spec.layer_shapes()}
       thetas = thetas + jax.vmap(lambda k: flatten({**others, 'logit/kernel': k}, self.spec))(kernels)
     return thetas
+
+
+def logit_kernel_map(params: dict) -> jax.Array:
+  """[c, E]: how a linear generator's (hidden=0) logit kernel reads the centred embedding (up to its fixed scales):
+  the generated kernel of embedding e is proportional to this map times centred(e)."""
+  return params['head_logit_kernel']['kernel'].T
 
 
 def with_input_centre(variables: dict, centre: jax.Array) -> dict:

@@ -80,7 +80,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.method = 'hypernetwork'  # or 'shared_f': no generator, f's layout shared by all users (the floor; module doc)
   c.verifier = ml_collections.ConfigDict({'input_size': 64, 'channels': (16, 32, 32, 32), 'strides': (2, 2, 2, 1),
                                           'normalize_features': False, 'pooling': 'mean'})
-  c.hidden = 256
+  c.hidden = 256  # the generator's trunk width; 0: a linear generator (fvjax.models.hypernet)
   c.shared_base = False  # True: theta_u = theta_0 + delta(e_u) (fvjax.models.hypernet); False: the paper's form
   c.personal_layers = ('logit',)  # with shared_base: f's layers that differ between users
   c.own_template = False  # with shared_base: f's own features of the enrolment image join its logit kernel
@@ -100,6 +100,7 @@ def default_config() -> ml_collections.ConfigDict:
   # (fvjax.train.objectives.feature_distillation; needs shared_base, or method='shared_f'). 0: off.
   c.feature_distill_weight = 0.0
   c.distill_only_stem = False  # True: f's shared layers before the personal ones learn from feature distillation alone
+  c.tied_feature_head = False  # True (hidden=0): feature distillation's head is the generator's logit-kernel map
   c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
@@ -275,7 +276,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
                                     **objective(config))
   elif config.method == 'hypernetwork':
     task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre,
-                                 config.feature_distill_weight, config.distill_only_stem, **objective(config))
+                                 config.feature_distill_weight, config.distill_only_stem,
+                                 config.get('tied_feature_head', False), **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   validate = None

@@ -17,7 +17,10 @@ objective). The cosines are those of the generator's centred input (`teacher_cos
 With a shared base (and in the floor), f's shared layers can also be taught directly: `feature_distill_weight` x
 `feature_distillation`, every probe's pooled features mapped by a learned linear head [c, E] (used in training only,
 never part of f) towards the backbone's centred embedding of the same face. Every image then carries a target of E
-numbers, not only the one bit of each pair it is in.
+numbers, not only the one bit of each pair it is in. With a linear generator (hidden=0) the head can be the
+generator's own logit-kernel map (`tied_feature_head`): the map that carries the backbone's embedding into f's
+feature space is then the one distillation fits on every image, so a new user's kernel is the teacher's template
+in f's space (its pair-scoring with BCE tunes it, on the training people only).
 """
 
 import jax
@@ -26,7 +29,7 @@ import numpy as np
 import optax
 
 from fvjax.models import verifier
-from fvjax.models.hypernet import WeightGenerator, with_input_centre
+from fvjax.models.hypernet import WeightGenerator, logit_kernel_map, with_input_centre
 from fvjax.models.layers import l2_normalize
 from fvjax.train.loop import Task
 
@@ -69,7 +72,7 @@ def pair_loss(logits: jax.Array, targets: jax.Array, cosines: jax.Array, *, posi
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
                input_centre: np.ndarray | None = None, feature_distill_weight: float = 0.0,
-               distill_only_stem: bool = False, **objective) -> Task:
+               distill_only_stem: bool = False, tied_feature_head: bool = False, **objective) -> Task:
   """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
   arguments), plus the scheduled norm penalty and, with a shared base, `feature_distill_weight` x the
   `feature_distillation` of theta_0 (params gain 'feature_head' [c, E]). distill_only_stem: theta_0's layers before
@@ -80,6 +83,10 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
     raise ValueError('feature_distill_weight teaches the shared base theta_0: it needs shared_base=True')
   if distill_only_stem and not (feature_distill_weight and generator.first_personal_layer):
     raise ValueError('distill_only_stem needs feature_distill_weight > 0 and shared layers before the personal ones')
+  if tied_feature_head and not (feature_distill_weight and generator.hidden == 0
+                                and tuple(generator.personal_layers) == ('logit',)):
+    raise ValueError("tied_feature_head distils through the generator's logit-kernel map: it needs "
+                     "feature_distill_weight > 0, hidden=0 and personal_layers=('logit',)")
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
   first = generator.first_personal_layer
@@ -100,15 +107,15 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
     total = pair + batch['norm_weight'][0] * norm
     if feature_distill_weight:
       shared = verifier.features(params['theta_0'], probes, spec, conv_impl, from_layer=first)
-      metrics['feature_distill'] = feature_distillation(shared, params['feature_head'],
-                                                        centred(batch['probe_embed'], centre))
+      head = logit_kernel_map(params) if tied_feature_head else params['feature_head']
+      metrics['feature_distill'] = feature_distillation(shared, head, centred(batch['probe_embed'], centre))
       total += feature_distill_weight * metrics['feature_distill']
     return total, (model_state, metrics)
 
   def init(rng):
     size = (1, spec.input_size, spec.input_size, spec.in_channels)
     variables = generator.init(rng, jnp.zeros((1, embedding_size)), jnp.zeros(size) if generator.own_template else None)
-    if feature_distill_weight:
+    if feature_distill_weight and not tied_feature_head:
       head = _feature_head(jax.random.fold_in(rng, 1), spec, embedding_size)
       variables['params'] = {**variables['params'], 'feature_head': head}
     return variables if input_centre is None else with_input_centre(variables, input_centre)
