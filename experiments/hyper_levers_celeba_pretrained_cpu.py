@@ -9,7 +9,7 @@ enrolled with f's own features).
 Same identity split, seed and 3,000 held-out CelebA pairs for every row; the columns are the held-out people (both
 enrolment orders), the 18 validation people (where the settings were chosen) and the generator's own training people.
 Run:      python experiments/hyper_levers_celeba_pretrained_cpu.py      (finished rows are read back, not rerun)
-Runtime:  about 3 hours on 2 CPU cores (the paper row alone about 12 min: f runs once per user and probe there).
+Runtime:  about 3.5 hours on 2 CPU cores (the paper row alone about 12 min: f runs once per user and probe there).
 Reading:  one seed per row; the held-out 10-fold spread is about +-2 points, the validation one +-3 to 4.
 """
 
@@ -62,6 +62,15 @@ VARIANTS = (
     # New faces from the same images: function matching's mixup on the fixed copies (`probe_mixup`).
     ('8 copies, each blended with another training image (share up to 0.3)', {'probe_views': 8, 'probe_mixup': 0.3}),
     ('8 copies, each blended with another training image (share up to 0.5)', {'probe_views': 8, 'probe_mixup': 0.5}),
+    # The generator a linear map (`hidden=0`), and that map the feature distillation's head: every image teaches it.
+    ('linear generator', {'hidden': 0}),
+    ('linear generator, the distillation head', {'hidden': 0, 'tied_feature_head': True}),
+    ('linear generator, the distillation head, shared convolutions from distillation alone',
+     {'hidden': 0, 'tied_feature_head': True, 'distill_only_stem': True}),
+    ('linear generator, the distillation head, targets from 8 fixed copies',
+     {'hidden': 0, 'tied_feature_head': True, 'probe_views': 8}),
+    ('linear generator, the distillation head, no probe augmentation',
+     {'hidden': 0, 'tied_feature_head': True, **NO_AUGMENTATION}),
 )
 
 
