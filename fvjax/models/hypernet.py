@@ -48,7 +48,8 @@ class WeightGenerator(nn.Module):
   (`with_input_centre`), because some backbones' embeddings share one dominant direction (dlib_resnet's unit
   descriptors average to a vector of norm 0.92 on CelebA): without it a fresh generator sees near-identical inputs
   for every user and emits one verifier for all, whose BCE never leaves ln 2.
-  hidden: the trunk's width (0: a linear generator); shared_base, personal_layers, own_template: see the module doc (layers named as in `VerifierSpec.layer_names`);
+  hidden: the trunk's width (0: a linear generator); shared_base, personal_layers, own_template: see the module doc
+  (layers named as in `VerifierSpec.layer_names`);
   with own_template the call takes f's inputs of the enrolment images too, enrol_inputs [U, s, s, 3] or
   [U, n, s, s, 3] (n images each, averaged as `verifier.enrolment_features` does).
   """
@@ -98,7 +99,7 @@ class WeightGenerator(nn.Module):
       if not self.generated(name):
         parts.append(jnp.zeros((embeddings.shape[0], size), h.dtype))
         continue
-      raw = nn.Dense(size, kernel_init=nn.initializers.lecun_normal(), name=f'head_{name.replace("/", "_")}')(h)
+      raw = nn.Dense(size, kernel_init=nn.initializers.lecun_normal(), name=head_name(name))(h)
       parts.append(raw * self.output_scale(name))
     thetas = jnp.concatenate(parts, axis=-1)
     if self.shared_base:
@@ -115,10 +116,15 @@ class WeightGenerator(nn.Module):
     return thetas
 
 
+def head_name(tensor: str) -> str:
+  """The generator's Dense head that emits theta's tensor `tensor` ('conv0/kernel' -> 'head_conv0_kernel')."""
+  return f'head_{tensor.replace("/", "_")}'
+
+
 def logit_kernel_map(params: dict) -> jax.Array:
   """[c, E]: how a linear generator's (hidden=0) logit kernel reads the centred embedding (up to its fixed scales):
   the generated kernel of embedding e is proportional to this map times centred(e)."""
-  return params['head_logit_kernel']['kernel'].T
+  return params[head_name('logit/kernel')]['kernel'].T
 
 
 def with_input_centre(variables: dict, centre: jax.Array) -> dict:
