@@ -71,6 +71,11 @@ VARIANTS = (
      {'hidden': 0, 'tied_feature_head': True, 'probe_views': 8}),
     ('linear generator, the distillation head, no probe augmentation',
      {'hidden': 0, 'tied_feature_head': True, **NO_AUGMENTATION}),
+    # The pairs only calibrate: the map's direction (and f's convolutions) from distillation alone (`distill_only_map`).
+    ("linear generator, the distillation head, the map's direction from distillation alone",
+     {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True}),
+    ('linear generator, the distillation head, map and convolutions from distillation alone (pairs only calibrate)',
+     {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True, 'distill_only_stem': True}),
 )
 
 

@@ -250,6 +250,30 @@ def test_a_linear_generator_tied_to_the_distillation_head_maps_the_centred_embed
       objectives.hyper_task(bad, NORMED, 4, batches=None, feature_distill_weight=1.0, tied_feature_head=True)
 
 
+def test_distill_only_map_lets_the_pair_loss_train_only_the_maps_scale():
+  gen = hypernet.WeightGenerator(NORMED, hidden=0, shared_base=True)
+  kwargs = dict(distill_weight=0.5, feature_distill_weight=2.0, tied_feature_head=True)
+  tied = objectives.hyper_task(gen, NORMED, 4, batches=None, **kwargs)
+  task = objectives.hyper_task(gen, NORMED, 4, batches=None, distill_only_map=True, **kwargs)
+  params = task.init(jax.random.key(0))['params']
+  batch = _batch()
+  np.testing.assert_allclose(task.loss(params, {}, batch, None)[0], tied.loss(params, {}, batch, None)[0], rtol=1e-6)
+  kernel = lambda grads: np.asarray(grads['head_logit_kernel']['kernel'], np.float64).ravel()
+  total = kernel(jax.grad(lambda p: task.loss(p, {}, batch, None)[0])(params))
+  distilled = kernel(jax.grad(lambda p: task.loss(p, {}, batch, None)[1][1]['feature_distill'] * 2.0)(params))
+  pairs = total - distilled
+  w = np.asarray(params['head_logit_kernel']['kernel'], np.float64).ravel()
+  # The distillation reads the map through a normalised product: it never changes the map's norm, only its
+  # direction; what the pair loss adds is a multiple of the map itself (its norm), never a turn.
+  assert abs(distilled @ w) < 1e-5 * np.linalg.norm(distilled) * np.linalg.norm(w)
+  assert np.linalg.norm(pairs) > 1e-3 * np.linalg.norm(total)
+  np.testing.assert_allclose(pairs, (pairs @ w / (w @ w)) * w, rtol=1e-4, atol=1e-6 * np.abs(pairs).max())
+  free = kernel(jax.grad(lambda p: tied.loss(p, {}, batch, None)[0])(params)) - distilled
+  assert np.linalg.norm(free - (free @ w / (w @ w)) * w) > 0.1 * np.linalg.norm(free)  # without it, the pairs turn it
+  with pytest.raises(ValueError, match='distill_only_map'):
+    objectives.hyper_task(gen, NORMED, 4, batches=None, feature_distill_weight=1.0, distill_only_map=True)
+
+
 def test_feature_distillation_needs_a_shared_base():
   gen = hypernet.WeightGenerator(NORMED, hidden=8)
   with pytest.raises(ValueError, match='shared_base=True'):

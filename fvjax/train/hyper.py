@@ -101,6 +101,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.feature_distill_weight = 0.0
   c.distill_only_stem = False  # True: f's shared layers before the personal ones learn from feature distillation alone
   c.tied_feature_head = False  # True (hidden=0): feature distillation's head is the generator's logit-kernel map
+  c.distill_only_map = False  # True (tied head): the pair loss trains only that map's scale, not its direction
   c.centre_embeddings = True  # the generator's input centred on the mean training embedding (see WeightGenerator)
   c.norm_penalty = 1e-4
   c.norm_penalty_start = 1000
@@ -277,7 +278,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool =
   elif config.method == 'hypernetwork':
     task = objectives.hyper_task(make_generator(config), spec, features.shape[-1], batches, centre,
                                  config.feature_distill_weight, config.distill_only_stem,
-                                 config.get('tied_feature_head', False), **objective(config))
+                                 config.get('tied_feature_head', False), config.get('distill_only_map', False),
+                                 **objective(config))
   else:
     raise ValueError(f"unknown method {config.method!r}; expected 'hypernetwork' or 'shared_f'")
   validate = None

@@ -20,7 +20,9 @@ never part of f) towards the backbone's centred embedding of the same face. Ever
 numbers, not only the one bit of each pair it is in. With a linear generator (hidden=0) the head can be the
 generator's own logit-kernel map (`tied_feature_head`): the map that carries the backbone's embedding into f's
 feature space is then the one distillation fits on every image, so a new user's kernel is the teacher's template
-in f's space (its pair-scoring with BCE tunes it, on the training people only).
+in f's space (its pair-scoring with BCE tunes it, on the training people only). With `distill_only_map` as well the
+pair loss tunes only that map's overall scale (with f's shared logit kernel and bias): which direction of f's
+features is a user's comes from distillation alone, and with `distill_only_stem` so do f's features themselves.
 """
 
 import jax
@@ -29,7 +31,7 @@ import numpy as np
 import optax
 
 from fvjax.models import verifier
-from fvjax.models.hypernet import WeightGenerator, logit_kernel_map, with_input_centre
+from fvjax.models.hypernet import WeightGenerator, head_name, logit_kernel_map, with_input_centre
 from fvjax.models.layers import l2_normalize
 from fvjax.train.loop import Task
 
@@ -48,6 +50,13 @@ def feature_distillation(features: jax.Array, head: jax.Array, teacher: jax.Arra
   """mean(1 - cos(features @ head, teacher)): f's pooled features [P, c], mapped by a linear head [c, E], against the
   backbone's unit embeddings [P, E] of the same faces."""
   return jnp.mean(1.0 - jnp.sum(l2_normalize(features @ head) * teacher, axis=-1))
+
+
+def scale_only(x: jax.Array) -> jax.Array:
+  """`x` in the forward pass; in the backward pass only its norm receives a gradient (its direction is held), so
+  a loss that sees x through this trains how large x is, never which way it points."""
+  norm = jnp.linalg.norm(x)
+  return jax.lax.stop_gradient(x / norm) * norm
 
 
 def _feature_head(rng: jax.Array, spec: verifier.VerifierSpec, embedding_size: int) -> jax.Array:
@@ -72,12 +81,15 @@ def pair_loss(logits: jax.Array, targets: jax.Array, cosines: jax.Array, *, posi
 
 def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embedding_size: int, batches,
                input_centre: np.ndarray | None = None, feature_distill_weight: float = 0.0,
-               distill_only_stem: bool = False, tied_feature_head: bool = False, **objective) -> Task:
+               distill_only_stem: bool = False, tied_feature_head: bool = False, distill_only_map: bool = False,
+               **objective) -> Task:
   """Every generated verifier on every probe of the batch (`objectives.pair_loss` with `objective`, its keyword
   arguments), plus the scheduled norm penalty and, with a shared base, `feature_distill_weight` x the
   `feature_distillation` of theta_0 (params gain 'feature_head' [c, E]). distill_only_stem: theta_0's layers before
   the first personal one learn from feature distillation alone (the pair loss sees their output as a constant), so
-  the identities of the training batches never shape them. input_centre [E]: the generator's fixed input centre
+  the identities of the training batches never shape them. tied_feature_head: distillation's head is the linear
+  generator's logit-kernel map; distill_only_map (with it): the pair loss sees that map through `scale_only`.
+  input_centre [E]: the generator's fixed input centre
   (None: zero)."""
   if feature_distill_weight and not generator.shared_base:
     raise ValueError('feature_distill_weight teaches the shared base theta_0: it needs shared_base=True')
@@ -87,13 +99,20 @@ def hyper_task(generator: WeightGenerator, spec: verifier.VerifierSpec, embeddin
                                 and tuple(generator.personal_layers) == ('logit',)):
     raise ValueError("tied_feature_head distils through the generator's logit-kernel map: it needs "
                      "feature_distill_weight > 0, hidden=0 and personal_layers=('logit',)")
+  if distill_only_map and not tied_feature_head:
+    raise ValueError('distill_only_map holds the direction of the distillation head in the pair loss: it needs '
+                     'tied_feature_head=True')
   conv_impl = _train_conv_impl()
   centre = jnp.zeros(embedding_size) if input_centre is None else jnp.asarray(input_centre, jnp.float32)
   first = generator.first_personal_layer
 
   def loss(params, model_state, batch, rng):
     del rng
-    thetas = generator.apply({'params': params}, batch['enrol'], batch.get('enrol_inputs'))  # [U, D]
+    seen_params = params
+    if distill_only_map:
+      map_name = head_name('logit/kernel')
+      seen_params = {**params, map_name: {**params[map_name], 'kernel': scale_only(params[map_name]['kernel'])}}
+    thetas = generator.apply({'params': seen_params}, batch['enrol'], batch.get('enrol_inputs'))  # [U, D]
     probes = batch['probes']
     if first:  # layers every user shares: once per probe
       probes = verifier.stem(params['theta_0'], probes, spec, first, conv_impl)
