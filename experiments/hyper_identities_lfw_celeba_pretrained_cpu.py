@@ -1,7 +1,7 @@
 """Verifiers vs the number of training people, extended tenfold with LFW's people (dlib_resnet h_bb, CPU).
 
-experiments/hyper_celeba_pretrained_cpu.py's chosen settings at 1,000 steps, with one probe per user and 96 users
-a step (so that LFW's many two-image people can train; 96 x 96 scored pairs a step) and probes augmented afresh
+The settings chosen before the linear generator (`mlp_generator_config` of experiments/hyper_celeba_pretrained_cpu.py)
+at 1,000 steps, with one probe per user and 96 users a step (so that LFW's many two-image people can train; 96 x 96 scored pairs a step) and probes augmented afresh
 (`probe_views=0`, as the curve was measured; `--set probe_views=8` copies LFW's images too), on CelebA's training people
 plus LFW's people with at least two images, less every CFP person (`extra_train_exclude`): 1,714 people.
 Each row trains on a nested seeded sample of 100 to all of them (fewer than a step's 96 users cannot fill a batch).
@@ -33,7 +33,7 @@ MS1MV2_IDENTITIES = 85_742
 
 
 def get_config():
-  c = cli.load_config(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py'))
+  c = cli.load_experiment(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py')).mlp_generator_config()
   c.total_steps = c.checkpoint_every = c.kcs_start = c.norm_penalty_start = STEPS
   c.positives_per_user = 1
   c.users_per_batch = 96

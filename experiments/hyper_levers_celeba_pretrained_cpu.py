@@ -1,7 +1,8 @@
 """Which lever makes the personalised verifiers work on new people: one table from one command (dlib_resnet h_bb, CPU).
 
-Each row is experiments/hyper_celeba_pretrained_cpu.py (the chosen settings) at 1,000 steps without its last-chosen
-lever (8 fixed augmented copies of each probe as distillation targets, `probe_views`) and with one lever changed,
+Each row is the settings chosen before the linear generator (experiments/hyper_celeba_pretrained_cpu.py's
+`mlp_generator_config`) at 1,000 steps without their last lever (8 fixed augmented copies of each probe as
+distillation targets, `probe_views`) and with one lever changed,
 plus two reference rows: the paper's configuration (every weight of f generated, weighted BCE, KCS and the norm
 penalty from half-way, 16 users a step, no augmentation) and the floor, f's own layout trained as one network
 shared by every user (`method='shared_f'`, the same batches and objective, feature distillation included; a user is
@@ -9,7 +10,7 @@ enrolled with f's own features).
 Same identity split, seed and 3,000 held-out CelebA pairs for every row; the columns are the held-out people (both
 enrolment orders), the 18 validation people (where the settings were chosen) and the generator's own training people.
 Run:      python experiments/hyper_levers_celeba_pretrained_cpu.py      (finished rows are read back, not rerun)
-Runtime:  about 3.5 hours on 2 CPU cores (the paper row alone about 12 min: f runs once per user and probe there).
+Runtime:  about 4 hours on 2 CPU cores (the paper row alone about 12 min: f runs once per user and probe there).
 Reading:  one seed per row; the held-out 10-fold spread is about +-2 points, the validation one +-3 to 4.
 """
 
@@ -19,10 +20,12 @@ from pathlib import Path
 from fvjax import cli
 
 ABLATION = cli.load_experiment(Path(__file__).with_name('hyper_ablation_celeba_pretrained_cpu.py'))
+CHOSEN = cli.load_experiment(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py'))
 WORKDIR = Path('runs/hyper_levers_celeba_pretrained_cpu')
 STEPS = 1000
 NO_AUGMENTATION = {'probe_augment.flip': 0.0, 'probe_augment.crop_padding': 0, 'probe_augment.contrast': 0.0,
                    'probe_augment.brightness': 0.0}
+FLIPS_ONLY = {**NO_AUGMENTATION, 'probe_augment.flip': 0.5}
 VARIANTS = (
     ('chosen settings before fixed copies', {}),
     ('paper: every weight generated', {'shared_base': False, 'verifier.normalize_features': False,
@@ -76,13 +79,16 @@ VARIANTS = (
      {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True}),
     ('linear generator, the distillation head, map and convolutions from distillation alone (pairs only calibrate)',
      {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True, 'distill_only_stem': True}),
+    ('linear generator, the distillation head, pairs only calibrate, flips only',
+     {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True, 'distill_only_stem': True, **FLIPS_ONLY}),
+    ('linear generator, the distillation head, flips only', {'hidden': 0, 'tied_feature_head': True, **FLIPS_ONLY}),
 )
 
 
 def get_config():
-  c = cli.load_config(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py'))
+  c = CHOSEN.mlp_generator_config()
   c.total_steps = c.checkpoint_every = c.kcs_start = c.norm_penalty_start = STEPS
-  c.probe_views = 0  # the rows' base: the chosen settings before fixed augmented copies (a row of their own)
+  c.probe_views = 0  # the rows' base: the MLP generator's settings before fixed augmented copies (a row of their own)
   c.eval_bins = ()
   c.identification = False
   return c
