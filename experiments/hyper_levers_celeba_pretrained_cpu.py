@@ -82,6 +82,7 @@ VARIANTS = (
     ('linear generator, the distillation head, pairs only calibrate, flips only',
      {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True, 'distill_only_stem': True, **FLIPS_ONLY}),
     ('linear generator, the distillation head, flips only', {'hidden': 0, 'tied_feature_head': True, **FLIPS_ONLY}),
+    ('floor with flips only', {'method': 'shared_f', **FLIPS_ONLY}),
 )
 
 
