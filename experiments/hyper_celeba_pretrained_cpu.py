@@ -54,14 +54,14 @@ def mlp_generator_config():
   return c
 
 
+# What the current defaults change in `mlp_generator_config`: the linear generator as the distillation head, flips
+# only, no fixed copies.
+LINEAR_GENERATOR_LEVERS = {'hidden': 0, 'tied_feature_head': True, 'probe_augment.crop_padding': 0,
+                           'probe_augment.contrast': 0.0, 'probe_augment.brightness': 0.0, 'probe_views': 0}
+
+
 def get_config():
-  c = mlp_generator_config()
-  c.hidden = 0
-  c.tied_feature_head = True
-  c.probe_augment.crop_padding = 0
-  c.probe_augment.contrast = c.probe_augment.brightness = 0.0
-  c.probe_views = 0
-  return c
+  return cli.apply_overrides(mlp_generator_config(), LINEAR_GENERATOR_LEVERS)
 
 
 if __name__ == '__main__':

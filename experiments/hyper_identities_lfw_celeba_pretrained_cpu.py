@@ -53,13 +53,13 @@ def run_row(config, workdir: Path) -> dict:
   return hyper.run(config, workdir, progress=False)
 
 
-def main(base) -> None:
+def main(base, workdir_root: Path = WORKDIR) -> None:
   rows = []
   print(f"{'people':>7}{'held-out AUC':>14}{'acc':>13}{'val AUC':>9}{'CFP-FF acc':>15}{'AUC':>7}{'CFP-FP acc':>15}"
         f"{'AUC':>7}{'seen AUC':>10}", flush=True)
   for limit in IDENTITIES:
     config = cli.apply_overrides(ml_collections.ConfigDict(base.to_dict()), {'max_train_identities': limit})
-    report = run_row(config, WORKDIR / (f'identities_{limit}' if limit else 'identities_all'))
+    report = run_row(config, workdir_root / (f'identities_{limit}' if limit else 'identities_all'))
     v = report['verification']
     people = report['training_people']
     held, first = v['held_out_identities'], 'verifier_enrol_first'
