@@ -83,6 +83,8 @@ VARIANTS = (
      {'hidden': 0, 'tied_feature_head': True, 'distill_only_map': True, 'distill_only_stem': True, **FLIPS_ONLY}),
     ('linear generator, the distillation head, flips only', {'hidden': 0, 'tied_feature_head': True, **FLIPS_ONLY}),
     ('floor with flips only', {'method': 'shared_f', **FLIPS_ONLY}),
+    ('linear generator, the distillation head, flips only, distillation weight 3',
+     {'hidden': 0, 'tied_feature_head': True, 'feature_distill_weight': 3.0, **FLIPS_ONLY}),
 )
 
 
