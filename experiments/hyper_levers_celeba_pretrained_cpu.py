@@ -85,6 +85,8 @@ VARIANTS = (
     ('floor with flips only', {'method': 'shared_f', **FLIPS_ONLY}),
     ('linear generator, the distillation head, flips only, distillation weight 3',
      {'hidden': 0, 'tied_feature_head': True, 'feature_distill_weight': 3.0, **FLIPS_ONLY}),
+    ("linear generator, the distillation head, flips only, f's own template",
+     {'hidden': 0, 'tied_feature_head': True, 'own_template': True, **FLIPS_ONLY}),
 )
 
 
