@@ -53,7 +53,7 @@ import numpy as np
 
 from fvjax import backbones, calibration, checkpoint, data, edge, models, parallel
 from fvjax import progress as progress_lib
-from fvjax.eval import pairs as pairs_lib, verification
+from fvjax.eval import pairs as pairs_lib
 from fvjax.models import verifier
 from fvjax.models.hypernet import WeightGenerator
 from fvjax.train import extra_people, features as features_lib, hyper_eval, kcs, objectives
@@ -158,11 +158,6 @@ def objective(config) -> dict:
   """The keyword arguments of `objectives.pair_loss` that a run config sets."""
   return {'positive_weight': config.positive_weight, 'distill_weight': config.get('distill_weight', 0.0),
           'distill_centre': config.get('distill_centre', 0.0), 'distill_scale': config.get('distill_scale', 1.0)}
-
-
-def prepare(images: np.ndarray, embed_fn, spec: verifier.VerifierSpec) -> tuple[np.ndarray, np.ndarray]:
-  """(L2 embeddings [N, E] with flip TTA, verifier inputs [N, s, s, 3]) of uint8 faces [N, 112, 112, 3]."""
-  return verification.embed_images(embed_fn, images), edge.verifier_input(images, spec)
 
 
 def make_batches(features, faces: data.FaceDataset, image_indices, image_labels, config, cluster_of, identities,
