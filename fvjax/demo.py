@@ -71,7 +71,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
   hy.optimizer.learning_rate = 3e-3
   hy.probe_augment.flip = 0.5
   hy.total_steps = 600
-  hy.users_per_batch = 24  # of its 25 training people (CelebA's settings, its 3 validation people: AUC 0.719 vs 0.696 at 16)
+  hy.users_per_batch = 24  # of 25 (CelebA's settings, on its 3 validation people: AUC 0.719 vs 0.696 at 16)
   hy.kcs_start = hy.norm_penalty_start = hy.total_steps  # off
   hy.checkpoint_every = 200
   hy.eval_pairs = 1000
