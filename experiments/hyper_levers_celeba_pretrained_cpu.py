@@ -87,6 +87,8 @@ VARIANTS = (
      {'hidden': 0, 'tied_feature_head': True, 'feature_distill_weight': 3.0, **FLIPS_ONLY}),
     ("linear generator, the distillation head, flips only, f's own template",
      {'hidden': 0, 'tied_feature_head': True, 'own_template': True, **FLIPS_ONLY}),
+    ("linear generator, flips only, the demo's levers (own template, separate head, generated head decayed 30)",
+     {'hidden': 0, 'own_template': True, 'optimizer.weight_decay_rules': (('head_logit', 30.0),), **FLIPS_ONLY}),
 )
 
 
