@@ -87,6 +87,21 @@ def test_demo_runs_on_the_shipped_pretrained_backbone_unless_told_to_train_one(t
   assert trained['hyper'].backbone == trained['coreset'].backbone == str(tmp_path / 'backbone')
 
 
+def test_demo_levers_table_varies_the_shipped_demo_and_its_celeba_row_undoes_the_few_people_levers(tmp_path):
+  from fvjax import demo
+  path = 'experiments/hyper_levers_demo_cpu.py'
+  module = cli.load_experiment(path)
+  ablation = cli.load_experiment('experiments/hyper_ablation_celeba_pretrained_cpu.py')
+  base = cli.load_config(path)
+  assert base.to_dict() == demo.configs(cli.DEMO_DATA, tmp_path, backbone_steps=85)['hyper'].to_dict()
+  rows = {name: ablation.variant_config(base, overrides).to_dict() for name, overrides in module.VARIANTS}
+  assert [name for name, config in rows.items() if config == base.to_dict()] == [module.VARIANTS[0][0]]
+  celeba = cli.load_config(Path('experiments/hyper_celeba_pretrained_cpu.py')).to_dict()
+  for field in demo.FEW_PEOPLE_LEVERS:
+    top = field.split('.')[0]
+    assert rows["CelebA's chosen settings"][top] == celeba[top], field
+
+
 def test_demo_table_and_roc_figure(tmp_path):
   from fvjax import demo
   from fvjax.eval.verification import verification_report
