@@ -17,7 +17,7 @@ Reading:  one seed per row; the held-out 10-fold spread is about +-2 points, the
 import sys
 from pathlib import Path
 
-from fvjax import cli
+from fvjax import cli, demo
 
 ABLATION = cli.load_experiment(Path(__file__).with_name('hyper_ablation_celeba_pretrained_cpu.py'))
 CHOSEN = cli.load_experiment(Path(__file__).with_name('hyper_celeba_pretrained_cpu.py'))
@@ -88,7 +88,7 @@ VARIANTS = (
     ("linear generator, the distillation head, flips only, f's own template",
      {'hidden': 0, 'tied_feature_head': True, 'own_template': True, **FLIPS_ONLY}),
     ("linear generator, flips only, the demo's levers (own template, separate head, generated head decayed 30)",
-     {'hidden': 0, 'own_template': True, 'optimizer.weight_decay_rules': (('head_logit', 30.0),), **FLIPS_ONLY}),
+     {'hidden': 0, **demo.FEW_PEOPLE_LEVERS, **FLIPS_ONLY}),
 )
 
 
