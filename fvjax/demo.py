@@ -20,7 +20,7 @@ from pathlib import Path
 
 import ml_collections
 
-from fvjax import pretrained
+from fvjax import cli, pretrained
 from fvjax.train import coreset, hyper, recognition
 
 DEFAULT_BACKBONE = 'pretrained:dlib_resnet'
@@ -75,7 +75,7 @@ def configs(data_dir: str | Path, workdir: Path, backbone_steps: int, backbone: 
   hy.kcs_start = hy.norm_penalty_start = hy.total_steps  # off
   hy.checkpoint_every = 200
   hy.eval_pairs = 1000
-  hy.update_from_flattened_dict(FEW_PEOPLE_LEVERS)
+  cli.apply_overrides(hy, FEW_PEOPLE_LEVERS)
 
   cs = coreset.default_config()
   cs.backbone = frozen
